@@ -1,0 +1,1210 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * iotracer kernel side: follows each I/O request through the syscall, file
+ * system, page cache, block layer, driver, io_uring and AIO, keeps its state
+ * in maps keyed by thread and by kernel pointer, and emits one record per
+ * completed request.
+ *
+ * Every handler body is shared by its attach routes (tp_btf and raw_tp, or
+ * fentry and kprobe): user space picks the route that works on the running
+ * kernel and turns the others' autoload off.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "record.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MAX_THREADS	16384
+#define MAX_BIOS	32768
+#define MAX_RQS		16384
+#define MAX_URING	16384
+#define MAX_DIRTIERS	8192
+#define RQ_BIO_WALK	16
+#define DIR_WALK	8
+
+#define S_IFMT  00170000
+#define S_IFREG 0100000
+#define S_IFBLK 0060000
+
+/* Filters and knobs, set by user space before load. */
+const volatile __u32 filter_pid = 0;
+const volatile __u32 filter_tid = 0;
+const volatile __u32 self_pid = 0;		/* never trace ourselves */
+const volatile __u8 filter_comm_on = 0;
+const volatile char filter_comm[IOT_COMM_LEN] = {};
+const volatile __u64 filter_cgroup = 0;
+const volatile __u32 filter_dev = 0;		/* kernel dev_t, 0 = any */
+const volatile __u64 filter_ino = 0;		/* --file */
+const volatile __u32 filter_ino_dev = 0;
+const volatile __u64 filter_dir_ino = 0;	/* --dir */
+const volatile __u32 filter_dir_dev = 0;
+const volatile __u64 min_ns = 0;
+const volatile __u32 sample_n = 0;		/* 1 in N requests, 0/1 = all */
+const volatile __u64 wakeup_bytes = 64 * 1024;
+const volatile __u8 sched_on = 0;
+const volatile __u8 virtio_derived = 0;		/* stamp DRIVER at rq_issue on virtio disks */
+const volatile __u8 irq_on = 0;
+
+/* Per-thread state for a synchronous system call in flight. */
+struct iot_thread {
+	struct iot_record rec;
+	__u64 offcpu_start;
+	__u64 seq;			/* enter ts: identifies this syscall for its bios */
+};
+
+/* How a bio is linked to whoever caused it. */
+enum owner_kind { OWN_NONE, OWN_SYSCALL, OWN_URING, OWN_AIO };
+
+struct iot_bio {
+	__u64 ts_queue;
+	__u64 ts_fs;			/* owner's fs stamp, for records emitted per bio */
+	__u64 ts_enter;			/* owner's syscall enter (AIO) */
+	__u64 owner_key;		/* tid (syscall, AIO) or io_kiocb pointer (uring) */
+	__u64 owner_seq;
+	__u64 cgroup_id;
+	__u64 inode;
+	__u64 sector;
+	__u64 rq_ts[4];			/* insert, issue, driver, irq */
+	__u64 ts_complete;
+	__s64 result;
+	__u32 pid, tid, actor_tid;
+	__u32 dev;
+	__u32 len;
+	__u32 flags;
+	__u16 op;
+	__u8 owner_kind;
+	__u8 driver;
+	char comm[IOT_COMM_LEN];
+};
+
+struct iot_rq {
+	__u64 ts_insert;
+	__u64 ts_issue;
+	__u64 ts_driver;
+	__u32 flags;
+	__u32 driver;
+};
+
+/* Who dirtied an inode's pages, for attributing its writeback. */
+struct iot_dirtier_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct iot_dirtier {
+	__u64 cgroup_id;
+	__u32 pid, tid;
+	char comm[IOT_COMM_LEN];
+};
+
+struct iot_wb {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_THREADS);
+	__type(key, __u32);
+	__type(value, struct iot_thread);
+} threads SEC(".maps");
+
+/* The io_uring request a thread is issuing right now (inline issue). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_THREADS);
+	__type(key, __u32);
+	__type(value, __u64);
+} cur_req SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_BIOS);
+	__type(key, __u64);
+	__type(value, struct iot_bio);
+} bios SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_RQS);
+	__type(key, __u64);
+	__type(value, struct iot_rq);
+} rqs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_URING);
+	__type(key, __u64);
+	__type(value, struct iot_record);
+} urings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_DIRTIERS);
+	__type(key, struct iot_dirtier_key);
+	__type(value, struct iot_dirtier);
+} dirtiers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct iot_wb);
+} wb_threads SEC(".maps");
+
+/* Filled by user space: disk dev_t -> driver, and irq number -> disk dev_t. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct iot_disk);
+} disks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} irq_disk SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IOT_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iot_thread);	/* a record, with room for thread state */
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);	/* resized by user space */
+} events SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		(*c)++;
+}
+
+static __always_inline __u32 kdev(__u32 major, __u32 minor)
+{
+	return (major << 20) | minor;
+}
+
+/* ---------- filters ---------- */
+
+static __always_inline bool comm_matches(const char *comm)
+{
+	if (!filter_comm_on)
+		return true;
+	for (int i = 0; i < IOT_COMM_LEN; i++) {
+		if (comm[i] != filter_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
+static __always_inline bool task_matches(__u32 pid, __u32 tid, const char *comm, __u64 cgid)
+{
+	if (filter_pid && pid != filter_pid)
+		return false;
+	if (filter_tid && tid != filter_tid)
+		return false;
+	if (filter_cgroup && cgid != filter_cgroup)
+		return false;
+	return comm_matches(comm);
+}
+
+static __always_inline bool sampled_out(void)
+{
+	return sample_n > 1 && (bpf_get_prandom_u32() % sample_n) != 0;
+}
+
+static __always_inline bool dir_matches(struct dentry *d)
+{
+	if (!filter_dir_ino)
+		return true;
+	for (int i = 0; i < DIR_WALK; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+		if (!parent || parent == d)
+			return false;
+		d = parent;
+		if (BPF_CORE_READ(d, d_inode, i_ino) == filter_dir_ino &&
+		    BPF_CORE_READ(d, d_sb, s_dev) == filter_dir_dev)
+			return true;
+	}
+	return false;
+}
+
+/* ---------- record emission ---------- */
+
+static __always_inline __u64 rec_first_ts(const struct iot_record *r)
+{
+	for (int i = 0; i < IOT_TS_MAX; i++)
+		if (r->ts[i])
+			return r->ts[i];
+	return 0;
+}
+
+static __always_inline __u64 rec_last_ts(const struct iot_record *r)
+{
+	for (int i = IOT_TS_MAX - 1; i >= 0; i--)
+		if (r->ts[i])
+			return r->ts[i];
+	return 0;
+}
+
+static __always_inline void emit(struct iot_record *r)
+{
+	__u64 flags;
+
+	if (min_ns && rec_last_ts(r) - rec_first_ts(r) < min_ns)
+		return;
+	if (sample_n > 1)
+		r->flags |= IOT_F_SAMPLED;
+	/* Wake the reader only once a batch is waiting: a wakeup per record costs more than the record. */
+	flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), flags))
+		count(IOT_CNT_LOST);
+	else
+		count(IOT_CNT_EMITTED);
+}
+
+static __always_inline void set_min(__u64 *slot, __u64 v)
+{
+	if (v && (!*slot || v < *slot))
+		*slot = v;
+}
+
+static __always_inline void set_max(__u64 *slot, __u64 v)
+{
+	if (v > *slot)
+		*slot = v;
+}
+
+/* Fold one finished bio into the record of the request that caused it. */
+static __always_inline void fold_bio(struct iot_record *r, const struct iot_bio *b)
+{
+	set_min(&r->ts[IOT_TS_BIO_QUEUE], b->ts_queue);
+	set_min(&r->ts[IOT_TS_RQ_INSERT], b->rq_ts[0]);
+	set_min(&r->ts[IOT_TS_RQ_ISSUE], b->rq_ts[1]);
+	set_min(&r->ts[IOT_TS_DRIVER], b->rq_ts[2]);
+	set_max(&r->ts[IOT_TS_IRQ], b->rq_ts[3]);
+	if (b->flags & IOT_F_RQ_UNKNOWN)
+		set_max(&r->ts[IOT_TS_BIO_END], b->ts_complete);
+	else
+		set_max(&r->ts[IOT_TS_RQ_COMPLETE], b->ts_complete);
+	if (r->sector == IOT_UNKNOWN_U64 || b->sector < r->sector)
+		r->sector = b->sector;
+	if (!r->dev)
+		r->dev = b->dev;
+	r->nr_bios++;
+	r->bio_bytes += b->len;
+	r->flags |= b->flags & (IOT_F_SPLIT | IOT_F_MERGED | IOT_F_REMAP | IOT_F_REQUEUED |
+				IOT_F_ERROR | IOT_F_SYNC | IOT_F_FUA | IOT_F_PREFLUSH | IOT_F_RQ_UNKNOWN);
+	if (b->driver)
+		r->driver = b->driver;
+	if (b->result && !r->result)
+		r->result = b->result;
+	if (b->actor_tid != r->tid)
+		r->actor_tid = b->actor_tid;
+}
+
+static __always_inline struct iot_thread *scratch_thread(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline struct iot_record *scratch_rec(void)
+{
+	struct iot_thread *t = scratch_thread();
+
+	return t ? &t->rec : NULL;
+}
+
+/* Emit a record for a bio whose owner is not (or no longer) there. */
+static __always_inline void emit_bio(const struct iot_bio *b, __u16 kind, __u32 extra_flags)
+{
+	struct iot_record *r = scratch_rec();
+
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->sector = IOT_UNKNOWN_U64;
+	r->offset = IOT_UNKNOWN_U64;
+	r->pid = b->pid;
+	r->tid = b->tid;
+	r->actor_tid = b->actor_tid;
+	r->cgroup_id = b->cgroup_id;
+	r->inode = b->inode;
+	r->op = b->op;
+	r->len = b->len;
+	r->flags = b->flags | extra_flags;
+	r->ts[IOT_TS_SYSCALL_ENTER] = b->ts_enter;
+	r->ts[IOT_TS_FS] = b->ts_fs;
+	__builtin_memcpy(r->comm, b->comm, IOT_COMM_LEN);
+	fold_bio(r, b);
+	emit(r);
+}
+
+static __always_inline void finish_bio(__u64 bio_key, struct iot_bio *b)
+{
+	struct iot_thread *t;
+	struct iot_record *u;
+	__u32 tid;
+
+	switch (b->owner_kind) {
+	case OWN_SYSCALL:
+		tid = b->owner_key;
+		t = bpf_map_lookup_elem(&threads, &tid);
+		if (t && t->seq == b->owner_seq) {
+			fold_bio(&t->rec, b);
+			break;
+		}
+		emit_bio(b, IOT_KIND_BIO, IOT_F_OWNER_GONE);
+		break;
+	case OWN_URING:
+		u = bpf_map_lookup_elem(&urings, &b->owner_key);
+		if (u) {
+			fold_bio(u, b);
+			break;
+		}
+		emit_bio(b, IOT_KIND_BIO, IOT_F_OWNER_GONE);
+		break;
+	case OWN_AIO:
+		emit_bio(b, IOT_KIND_AIO, 0);
+		break;
+	default:
+		emit_bio(b, IOT_KIND_BIO, 0);
+	}
+	bpf_map_delete_elem(&bios, &bio_key);
+}
+
+/* ---------- syscall layer ---------- */
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_core_read(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, __u64 len, bool has_fd)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = (__u32)id;
+	struct iot_thread *t;
+	struct iot_record *r;
+	char comm[IOT_COMM_LEN];
+	__u64 cgid, ino = 0, offset = pos;
+	__u32 dev = 0, flags = 0;
+
+	if (pid == self_pid)
+		return;
+	if (filter_pid && pid != filter_pid)
+		return;
+	if (filter_tid && tid != filter_tid)
+		return;
+	if (has_fd) {
+		struct file *f = fd_file(fd);
+		struct inode *inode;
+		__u32 mode;
+
+		if (!f)
+			return;
+		inode = BPF_CORE_READ(f, f_inode);
+		mode = BPF_CORE_READ(inode, i_mode) & S_IFMT;
+		/* Storage only: pipes, sockets and ttys are not our business. */
+		if (mode == S_IFREG)
+			dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		else if (mode == S_IFBLK)
+			dev = BPF_CORE_READ(inode, i_rdev);
+		else
+			return;
+		ino = BPF_CORE_READ(inode, i_ino);
+		if (filter_dev && dev != filter_dev)
+			return;
+		if (filter_ino && (ino != filter_ino || dev != filter_ino_dev))
+			return;
+		if (filter_dir_ino && !dir_matches(BPF_CORE_READ(f, f_path.dentry)))
+			return;
+		if (pos == IOT_UNKNOWN_U64)
+			offset = BPF_CORE_READ(f, f_pos);
+		if (BPF_CORE_READ(f, f_flags) & 040000 /* O_DIRECT */)
+			flags |= IOT_F_DIRECT;
+	} else if (filter_ino || filter_dir_ino || filter_dev) {
+		/* io_submit / io_getevents / io_uring_enter: no file to check here. */
+		if (sys != IOT_SYS_IO_SUBMIT && sys != IOT_SYS_IO_URING_ENTER)
+			return;
+	}
+	bpf_get_current_comm(comm, sizeof(comm));
+	cgid = bpf_get_current_cgroup_id();
+	if (!task_matches(pid, tid, comm, cgid)) {
+		count(IOT_CNT_FILTERED);
+		return;
+	}
+	if (sampled_out())
+		return;
+
+	t = scratch_thread();
+	if (!t)
+		return;
+	__builtin_memset(t, 0, sizeof(*t));
+	r = &t->rec;
+	r->kind = IOT_KIND_SYSCALL;
+	r->syscall = sys;
+	r->op = op;
+	r->pid = pid;
+	r->tid = tid;
+	r->actor_tid = tid;
+	r->cgroup_id = cgid;
+	r->dev = dev;
+	r->inode = ino;
+	r->offset = offset;
+	r->sector = IOT_UNKNOWN_U64;
+	r->len = len;
+	r->flags = flags;
+	r->ts[IOT_TS_SYSCALL_ENTER] = bpf_ktime_get_ns();
+	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
+	t->seq = r->ts[IOT_TS_SYSCALL_ENTER];
+	if (bpf_map_update_elem(&threads, &tid, t, BPF_ANY))
+		count(IOT_CNT_STATE_FULL);
+}
+
+static __always_inline void sys_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct iot_thread *t = bpf_map_lookup_elem(&threads, &tid);
+
+	if (!t)
+		return;
+	t->rec.ts[IOT_TS_SYSCALL_EXIT] = bpf_ktime_get_ns();
+	t->rec.result = ret;
+	if (ret > 0 && t->rec.op != IOT_OP_SUBMIT && t->rec.op != IOT_OP_REAP)
+		t->rec.len = ret;
+	if (t->rec.syscall == IOT_SYS_IO_URING_ENTER)
+		bpf_map_delete_elem(&cur_req, &tid);
+	emit(&t->rec);
+	bpf_map_delete_elem(&threads, &tid);
+}
+
+#define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd)				\
+SEC("tracepoint/syscalls/sys_enter_" #name)						\
+int sys_enter_##name(struct trace_event_raw_sys_enter *ctx)				\
+{											\
+	sys_enter(sys, op, (long)ctx->args[fdarg], posarg, lenarg, hasfd);		\
+	return 0;									\
+}											\
+SEC("tracepoint/syscalls/sys_exit_" #name)						\
+int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)				\
+{											\
+	sys_exit(ctx->ret);								\
+	return 0;									\
+}
+
+#define POS_F IOT_UNKNOWN_U64	/* position comes from the file */
+SYS_TP(read, IOT_SYS_READ, IOT_OP_READ, 0, POS_F, ctx->args[2], true)
+SYS_TP(write, IOT_SYS_WRITE, IOT_OP_WRITE, 0, POS_F, ctx->args[2], true)
+SYS_TP(pread64, IOT_SYS_PREAD64, IOT_OP_READ, 0, ctx->args[3], ctx->args[2], true)
+SYS_TP(pwrite64, IOT_SYS_PWRITE64, IOT_OP_WRITE, 0, ctx->args[3], ctx->args[2], true)
+SYS_TP(readv, IOT_SYS_READV, IOT_OP_READ, 0, POS_F, 0, true)
+SYS_TP(writev, IOT_SYS_WRITEV, IOT_OP_WRITE, 0, POS_F, 0, true)
+SYS_TP(preadv, IOT_SYS_PREADV, IOT_OP_READ, 0, ctx->args[3], 0, true)
+SYS_TP(pwritev, IOT_SYS_PWRITEV, IOT_OP_WRITE, 0, ctx->args[3], 0, true)
+SYS_TP(preadv2, IOT_SYS_PREADV2, IOT_OP_READ, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true)
+SYS_TP(pwritev2, IOT_SYS_PWRITEV2, IOT_OP_WRITE, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true)
+SYS_TP(fsync, IOT_SYS_FSYNC, IOT_OP_FSYNC, 0, 0, 0, true)
+SYS_TP(fdatasync, IOT_SYS_FDATASYNC, IOT_OP_FSYNC, 0, 0, 0, true)
+SYS_TP(sync_file_range, IOT_SYS_SYNC_FILE_RANGE, IOT_OP_FSYNC, 0, ctx->args[1], ctx->args[2], true)
+/* aio layer */
+SYS_TP(io_submit, IOT_SYS_IO_SUBMIT, IOT_OP_SUBMIT, 0, 0, ctx->args[1], false)
+SYS_TP(io_getevents, IOT_SYS_IO_GETEVENTS, IOT_OP_REAP, 0, 0, ctx->args[2], false)
+/* io_uring layer */
+SYS_TP(io_uring_enter, IOT_SYS_IO_URING_ENTER, IOT_OP_SUBMIT, 0, 0, ctx->args[1], false)
+
+/* ---------- owner lookup shared by fs, page cache and block ---------- */
+
+/* The record that the current thread is working for, if any. */
+static __always_inline struct iot_record *current_owner_rec(__u32 tid, __u64 **ret_req)
+{
+	struct iot_thread *t;
+	__u64 *req = bpf_map_lookup_elem(&cur_req, &tid);
+
+	if (req) {
+		struct iot_record *u = bpf_map_lookup_elem(&urings, req);
+
+		if (u) {
+			*ret_req = req;
+			return u;
+		}
+	}
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t && t->rec.syscall != IOT_SYS_IO_URING_ENTER)
+		return &t->rec;
+	return NULL;
+}
+
+/* ---------- fs and page cache layers ---------- */
+
+static __always_inline void stamp_fs(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *req = NULL;
+	struct iot_record *r = current_owner_rec(tid, &req);
+
+	if (r && !r->ts[IOT_TS_FS])
+		r->ts[IOT_TS_FS] = bpf_ktime_get_ns();
+}
+
+enum pc_event { PC_LOOKUP, PC_MISS, PC_DIRTY };
+
+static __always_inline void stamp_pc(int ev, __u32 pages)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *req = NULL;
+	struct iot_record *r = current_owner_rec(tid, &req);
+
+	if (!r)
+		return;
+	if (!r->ts[IOT_TS_PAGECACHE])
+		r->ts[IOT_TS_PAGECACHE] = bpf_ktime_get_ns();
+	if (ev == PC_LOOKUP)
+		r->pc_pages += pages;
+	else if (ev == PC_MISS)
+		r->pc_misses += pages;
+	else
+		r->pc_dirtied += pages;
+}
+
+/* fs: fentry and kprobe on the VFS where the kernel allows them. */
+SEC("fentry/vfs_read")
+int BPF_PROG(fentry_vfs_read) { stamp_fs(); return 0; }
+SEC("fentry/vfs_write")
+int BPF_PROG(fentry_vfs_write) { stamp_fs(); return 0; }
+SEC("fentry/vfs_iter_read")
+int BPF_PROG(fentry_vfs_iter_read) { stamp_fs(); return 0; }
+SEC("fentry/vfs_iter_write")
+int BPF_PROG(fentry_vfs_iter_write) { stamp_fs(); return 0; }
+SEC("fentry/vfs_fsync_range")
+int BPF_PROG(fentry_vfs_fsync_range) { stamp_fs(); return 0; }
+SEC("kprobe/vfs_read")
+int BPF_KPROBE(kprobe_vfs_read) { stamp_fs(); return 0; }
+SEC("kprobe/vfs_write")
+int BPF_KPROBE(kprobe_vfs_write) { stamp_fs(); return 0; }
+SEC("kprobe/vfs_iter_read")
+int BPF_KPROBE(kprobe_vfs_iter_read) { stamp_fs(); return 0; }
+SEC("kprobe/vfs_iter_write")
+int BPF_KPROBE(kprobe_vfs_iter_write) { stamp_fs(); return 0; }
+SEC("kprobe/vfs_fsync_range")
+int BPF_KPROBE(kprobe_vfs_fsync_range) { stamp_fs(); return 0; }
+
+/* Two routes for one tracepoint body: tp_btf first, raw_tp where BTF attach is refused. */
+#define TP2(tp, call, ...)							\
+SEC("tp_btf/" #tp) int BPF_PROG(btf_##tp, ##__VA_ARGS__) { call; return 0; }	\
+SEC("raw_tp/" #tp) int BPF_PROG(raw_##tp, ##__VA_ARGS__) { call; return 0; }
+
+/* The same, for hooks whose first pointer argument the kernel may pass as NULL. */
+#define TP2_NN(tp, ptr, call, ...)							\
+SEC("tp_btf/" #tp) int BPF_PROG(btf_##tp, ##__VA_ARGS__) { if (ptr) call; return 0; }	\
+SEC("raw_tp/" #tp) int BPF_PROG(raw_##tp, ##__VA_ARGS__) { if (ptr) call; return 0; }
+
+/* fs: tracepoints at the file system entry where no VFS probe is possible. */
+TP2(iomap_dio_rw_begin, stamp_fs(), struct kiocb *iocb)
+TP2(ext4_da_write_begin, stamp_fs(), struct inode *inode)
+TP2(ext4_write_begin, stamp_fs(), struct inode *inode)
+TP2(ext4_sync_file_enter, stamp_fs(), struct file *file)
+TP2(xfs_file_buffered_read, stamp_fs(), struct kiocb *iocb)
+TP2(xfs_file_buffered_write, stamp_fs(), struct kiocb *iocb)
+TP2(xfs_file_direct_read, stamp_fs(), struct kiocb *iocb)
+TP2(xfs_file_direct_write, stamp_fs(), struct kiocb *iocb)
+
+/* pagecache */
+static __always_inline void on_get_pages(unsigned long index, unsigned long last)
+{
+	stamp_pc(PC_LOOKUP, last >= index ? last - index + 1 : 1);
+}
+
+static __always_inline void on_dirty_folio(struct address_space *mapping)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct iot_thread *t = bpf_map_lookup_elem(&threads, &tid);
+	struct inode *host;
+	struct iot_dirtier_key k = {};
+	struct iot_dirtier d = {}, *old;
+
+	stamp_pc(PC_DIRTY, 1);
+	/* Only a traced syscall (which passed the filters) becomes an inode's dirtier. */
+	if (!t)
+		return;
+	host = BPF_CORE_READ(mapping, host);
+	k.ino = BPF_CORE_READ(host, i_ino);
+	k.dev = BPF_CORE_READ(host, i_sb, s_dev);
+	old = bpf_map_lookup_elem(&dirtiers, &k);
+	if (old && old->tid == tid)
+		return;
+	d.pid = id >> 32;
+	d.tid = tid;
+	d.cgroup_id = t->rec.cgroup_id;
+	__builtin_memcpy(d.comm, t->rec.comm, IOT_COMM_LEN);
+	bpf_map_update_elem(&dirtiers, &k, &d, BPF_ANY);
+}
+
+TP2(mm_filemap_get_pages, on_get_pages(index, last), struct address_space *m, unsigned long index, unsigned long last)
+TP2(mm_filemap_add_to_page_cache, stamp_pc(PC_MISS, 1), struct folio *folio)
+TP2_NN(writeback_dirty_folio, mapping, on_dirty_folio(mapping), struct folio *folio, struct address_space *mapping)
+
+/* Writeback of one inode: the bios issued meanwhile belong to its dirtier. */
+static __always_inline void on_wb_start(struct inode *inode)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct iot_wb w = {};
+
+	w.ino = BPF_CORE_READ(inode, i_ino);
+	w.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	bpf_map_update_elem(&wb_threads, &tid, &w, BPF_ANY);
+}
+
+static __always_inline void on_wb_end(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&wb_threads, &tid);
+}
+
+TP2_NN(writeback_single_inode_start, inode, on_wb_start(inode), struct inode *inode)
+TP2(writeback_single_inode, on_wb_end(), struct inode *inode)
+
+/* ---------- sched layer: off-CPU time of threads waiting for their I/O ---------- */
+
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, __u32 prev_state)
+{
+	__u32 prev_tid = BPF_CORE_READ(prev, pid), next_tid = BPF_CORE_READ(next, pid);
+	struct iot_thread *t;
+	__u64 now = 0;
+
+	if (prev_state) {	/* blocked, not preempted */
+		t = bpf_map_lookup_elem(&threads, &prev_tid);
+		if (t) {
+			now = bpf_ktime_get_ns();
+			t->offcpu_start = now;
+		}
+	}
+	t = bpf_map_lookup_elem(&threads, &next_tid);
+	if (t && t->offcpu_start) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		t->rec.offcpu_ns += now - t->offcpu_start;
+		t->offcpu_start = 0;
+	}
+}
+
+TP2_NN(sched_switch, prev && next, on_switch(prev, next, prev_state), bool preempt, struct task_struct *prev,
+    struct task_struct *next, unsigned int prev_state)
+
+/* ---------- block layer ---------- */
+
+static __always_inline __u16 bio_op(__u32 opf, __u32 *flags)
+{
+	__u32 op = opf & 0xff;
+
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_SYNC)))
+		*flags |= IOT_F_SYNC;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)))
+		*flags |= IOT_F_FUA;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH)))
+		*flags |= IOT_F_PREFLUSH;
+	switch (op) {
+	case 0: return IOT_OP_READ;
+	case 1: return IOT_OP_WRITE;
+	case 2: return IOT_OP_FLUSH;
+	case 3: return IOT_OP_DISCARD;
+	default: return IOT_OP_OTHER;
+	}
+}
+
+static __always_inline bool is_kthread(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, flags) & 0x00200000; /* PF_KTHREAD */
+}
+
+static __always_inline void on_bio_queue(struct bio *bio)
+{
+	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)bio;
+	__u32 tid = (__u32)id, dev;
+	struct iot_bio b = {};
+	struct iot_record *r;
+	struct iot_wb *w;
+	__u64 *req = NULL;
+
+	dev = BPF_CORE_READ(bio, bi_bdev, bd_dev);
+	if (filter_dev && dev != filter_dev)
+		return;
+	b.ts_queue = bpf_ktime_get_ns();
+	b.dev = dev;
+	b.sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
+	b.len = BPF_CORE_READ(bio, bi_iter.bi_size);
+	b.op = bio_op(BPF_CORE_READ(bio, bi_opf), &b.flags);
+	b.actor_tid = tid;
+
+	r = current_owner_rec(tid, &req);
+	if (r) {
+		b.owner_kind = req ? OWN_URING : (r->syscall == IOT_SYS_IO_SUBMIT ? OWN_AIO : OWN_SYSCALL);
+		b.owner_key = req ? *req : tid;
+		if (b.owner_kind == OWN_SYSCALL || b.owner_kind == OWN_AIO) {
+			struct iot_thread *t = (struct iot_thread *)r;
+
+			b.owner_seq = t->seq;
+		}
+		b.pid = r->pid;
+		b.tid = r->tid;
+		b.cgroup_id = r->cgroup_id;
+		b.inode = r->inode;
+		b.ts_fs = r->ts[IOT_TS_FS];
+		b.ts_enter = r->ts[IOT_TS_SYSCALL_ENTER];
+		__builtin_memcpy(b.comm, r->comm, IOT_COMM_LEN);
+	} else {
+		struct iot_dirtier *d = NULL;
+		struct iot_dirtier_key k = {};
+
+		w = bpf_map_lookup_elem(&wb_threads, &tid);
+		if (w) {
+			k.ino = w->ino;
+			k.dev = w->dev;
+			d = bpf_map_lookup_elem(&dirtiers, &k);
+		}
+		if (d) {
+			b.pid = d->pid;
+			b.tid = d->tid;
+			b.cgroup_id = d->cgroup_id;
+			b.inode = k.ino;
+			b.flags |= IOT_F_ATTR_WRITEBACK;
+			__builtin_memcpy(b.comm, d->comm, IOT_COMM_LEN);
+		} else {
+			if (filter_ino || filter_dir_ino)
+				return;	/* no file known for this bio */
+			b.pid = id >> 32;
+			b.tid = tid;
+			b.cgroup_id = bpf_get_current_cgroup_id();
+			bpf_get_current_comm(b.comm, sizeof(b.comm));
+			if (b.pid == self_pid)
+				return;
+			if (w)
+				b.inode = w->ino;
+			if (is_kthread())
+				b.flags |= IOT_F_ATTR_NONE;
+			else if (b.comm[0] == 'i' && b.comm[1] == 'o' && b.comm[2] == 'u' && b.comm[3] == '-')
+				b.flags |= IOT_F_ATTR_IOWQ;	/* iou-wrk-N: a thread of the ring's process */
+			if (!task_matches(b.pid, b.tid, b.comm, b.cgroup_id)) {
+				count(IOT_CNT_FILTERED);
+				return;
+			}
+			if (sampled_out())
+				return;
+		}
+	}
+	if (bpf_map_update_elem(&bios, &key, &b, BPF_ANY))
+		count(IOT_CNT_STATE_FULL);
+}
+
+static __always_inline void bio_flag(struct bio *bio, __u32 flag)
+{
+	__u64 key = (__u64)bio;
+	struct iot_bio *b = bpf_map_lookup_elem(&bios, &key);
+
+	if (b)
+		b->flags |= flag;
+}
+
+/* A split bio is the front part of its parent; it inherits the parent's owner. */
+static __always_inline void on_split(struct bio *split)
+{
+	__u64 parent = (__u64)BPF_CORE_READ(split, bi_private), key = (__u64)split;
+	struct iot_bio *p = bpf_map_lookup_elem(&bios, &parent);
+	struct iot_bio b;
+
+	if (!p)
+		return;
+	p->flags |= IOT_F_SPLIT;
+	__builtin_memcpy(&b, p, sizeof(b));
+	b.sector = BPF_CORE_READ(split, bi_iter.bi_sector);
+	b.len = BPF_CORE_READ(split, bi_iter.bi_size);
+	/* The parent continues with what is left after the split. */
+	p->sector = b.sector + (b.len >> 9);
+	p->len = p->len > b.len ? p->len - b.len : 0;
+	bpf_map_update_elem(&bios, &key, &b, BPF_ANY);
+}
+
+static __always_inline struct iot_rq *rq_get(struct request *rq)
+{
+	__u64 key = (__u64)rq;
+	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key), zero = {};
+
+	if (s)
+		return s;
+	bpf_map_update_elem(&rqs, &key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&rqs, &key);
+}
+
+static __always_inline __u32 rq_dev(struct request *rq)
+{
+	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+
+	return kdev(BPF_CORE_READ(disk, major), BPF_CORE_READ(disk, first_minor));
+}
+
+/* Only requests carrying a bio we track get state. */
+static __always_inline bool rq_tracked(struct request *rq)
+{
+	__u64 key = (__u64)BPF_CORE_READ(rq, bio);
+
+	return key && bpf_map_lookup_elem(&bios, &key);
+}
+
+static __always_inline void on_rq_insert(struct request *rq)
+{
+	struct iot_rq *s;
+
+	if (!rq_tracked(rq))
+		return;
+	s = rq_get(rq);
+	if (s && !s->ts_insert)
+		s->ts_insert = bpf_ktime_get_ns();
+}
+
+static __always_inline void on_rq_issue(struct request *rq)
+{
+	struct iot_rq *s;
+	struct iot_disk *d;
+	__u32 dev;
+
+	if (!rq_tracked(rq))
+		return;
+	s = rq_get(rq);
+	if (!s)
+		return;
+	s->ts_issue = bpf_ktime_get_ns();
+	dev = rq_dev(rq);
+	d = bpf_map_lookup_elem(&disks, &dev);
+	if (d) {
+		s->driver = d->driver;
+		/* Without a probe in virtio_queue_rq, the kick follows the issue at once. */
+		if (virtio_derived && d->driver == IOT_DRV_VIRTIO_BLK && !s->ts_driver)
+			s->ts_driver = s->ts_issue;
+	}
+}
+
+static __always_inline void on_rq_flag(struct request *rq, __u32 flag)
+{
+	__u64 key = (__u64)rq;
+	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+
+	if (s)
+		s->flags |= flag;
+}
+
+static __always_inline void on_rq_complete(struct request *rq, int error)
+{
+	__u64 key = (__u64)rq, now = bpf_ktime_get_ns(), irq = 0;
+	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+	struct bio *bio;
+	__u32 dev;
+	int i;
+
+	if (!s)
+		return;
+	if (irq_on) {
+		struct iot_disk *d;
+
+		dev = rq_dev(rq);
+		d = bpf_map_lookup_elem(&disks, &dev);
+		/* The disk's last interrupt, if it came after the issue, is this completion's. */
+		if (d && d->last_irq_ns >= s->ts_issue && d->last_irq_ns <= now)
+			irq = d->last_irq_ns;
+	}
+	bio = BPF_CORE_READ(rq, bio);
+	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
+		__u64 bkey = (__u64)bio;
+		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+
+		if (b) {
+			b->rq_ts[0] = s->ts_insert;
+			b->rq_ts[1] = s->ts_issue;
+			b->rq_ts[2] = s->ts_driver;
+			b->rq_ts[3] = irq;
+			b->ts_complete = now;
+			b->flags |= s->flags;
+			b->driver = s->driver;
+			if (error) {
+				/* blk_status_t is not an errno; report it as -EIO. */
+				b->flags |= IOT_F_ERROR;
+				b->result = -5;
+			}
+			finish_bio(bkey, b);
+		}
+		bio = BPF_CORE_READ(bio, bi_next);
+	}
+	if (bio)
+		count(IOT_CNT_BIO_UNWALKED);
+	bpf_map_delete_elem(&rqs, &key);
+}
+
+/* Bio-based devices (dm, md, zram) never make a request: the bio's end is its completion. */
+static __always_inline void on_bio_complete(struct bio *bio, int error)
+{
+	__u64 key = (__u64)bio;
+	struct iot_bio *b = bpf_map_lookup_elem(&bios, &key);
+
+	if (!b)
+		return;
+	b->ts_complete = bpf_ktime_get_ns();
+	b->flags |= IOT_F_RQ_UNKNOWN;
+	if (error) {
+		b->flags |= IOT_F_ERROR;
+		b->result = -5;	/* blk_status_t, reported as -EIO */
+	}
+	finish_bio(key, b);
+}
+
+TP2_NN(block_bio_queue, bio, on_bio_queue(bio), struct bio *bio)
+TP2_NN(block_bio_backmerge, bio, bio_flag(bio, IOT_F_MERGED), struct bio *bio)
+TP2_NN(block_bio_frontmerge, bio, bio_flag(bio, IOT_F_MERGED), struct bio *bio)
+TP2_NN(block_bio_remap, bio, bio_flag(bio, IOT_F_REMAP), struct bio *bio)
+TP2_NN(block_split, bio, on_split(bio), struct bio *bio)
+TP2_NN(block_rq_insert, rq, on_rq_insert(rq), struct request *rq)
+TP2_NN(block_rq_issue, rq, on_rq_issue(rq), struct request *rq)
+TP2_NN(block_rq_requeue, rq, on_rq_flag(rq, IOT_F_REQUEUED), struct request *rq)
+TP2_NN(block_rq_error, rq, on_rq_flag(rq, IOT_F_ERROR), struct request *rq)
+TP2_NN(block_rq_complete, rq, on_rq_complete(rq, error), struct request *rq, int error)
+TP2_NN(block_bio_complete, bio, on_bio_complete(bio, BPF_CORE_READ(bio, bi_status)), struct request_queue *q, struct bio *bio)
+
+/* ---------- device drivers ---------- */
+
+static __always_inline void stamp_driver(struct request *rq, __u32 drv)
+{
+	__u64 key = (__u64)rq;
+	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+
+	if (s) {
+		if (!s->ts_driver)
+			s->ts_driver = bpf_ktime_get_ns();
+		s->driver = drv;
+	}
+}
+
+/* nvme_setup_cmd(struct request *, struct nvme_command *): module tracepoint. */
+SEC("raw_tp/nvme_setup_cmd")
+int BPF_PROG(raw_nvme_setup_cmd, struct request *rq) { stamp_driver(rq, IOT_DRV_NVME); return 0; }
+
+/* scsi_dispatch_cmd_start(struct scsi_cmnd *): the request sits just before the command. */
+SEC("raw_tp/scsi_dispatch_cmd_start")
+int BPF_PROG(raw_scsi_dispatch_cmd_start, void *cmd)
+{
+	stamp_driver((struct request *)((char *)cmd - bpf_core_type_size(struct request)), IOT_DRV_SCSI);
+	return 0;
+}
+
+/* virtio-blk: virtio_queue_rq(hctx, bd) where the kernel lets us probe it. */
+static __always_inline void on_virtio_queue_rq(struct blk_mq_queue_data *bd)
+{
+	stamp_driver(BPF_CORE_READ(bd, rq), IOT_DRV_VIRTIO_BLK);
+}
+
+SEC("fentry/virtio_queue_rq")
+int BPF_PROG(fentry_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
+{
+	if (bd)
+		on_virtio_queue_rq(bd);
+	return 0;
+}
+
+SEC("kprobe/virtio_queue_rq")
+int BPF_KPROBE(kprobe_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
+{
+	on_virtio_queue_rq(bd);
+	return 0;
+}
+
+/* Device interrupts of the disks user space told us about. */
+static __always_inline void on_irq(int irq)
+{
+	__u32 key = irq, *dev = bpf_map_lookup_elem(&irq_disk, &key);
+	struct iot_disk *d;
+
+	if (!dev)
+		return;
+	d = bpf_map_lookup_elem(&disks, dev);
+	if (d)
+		d->last_irq_ns = bpf_ktime_get_ns();
+}
+
+TP2(irq_handler_entry, on_irq(irq), int irq)
+
+/* ---------- io_uring layer ---------- */
+
+static __always_inline __u16 uring_op(__u8 opcode, bool *ret_rw)
+{
+	*ret_rw = false;
+	switch (opcode) {
+	case 1: case 4: case 22:	/* READV, READ_FIXED, READ */
+		*ret_rw = true;
+		return IOT_OP_READ;
+	case 2: case 5: case 23:	/* WRITEV, WRITE_FIXED, WRITE */
+		*ret_rw = true;
+		return IOT_OP_WRITE;
+	case 3: case 8:			/* FSYNC, SYNC_FILE_RANGE */
+		return IOT_OP_FSYNC;
+	default:
+		return IOT_OP_NONE;
+	}
+}
+
+static __always_inline void on_uring_submit(struct io_kiocb *req)
+{
+	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
+	__u32 pid = id >> 32, tid = (__u32)id;
+	__u8 opcode = BPF_CORE_READ(req, opcode);
+	struct iot_thread *t;
+	struct iot_record *r;
+	char comm[IOT_COMM_LEN];
+	bool rw;
+	__u16 op = uring_op(opcode, &rw);
+	__u64 cgid;
+
+	if (op == IOT_OP_NONE || pid == self_pid)
+		return;
+	bpf_get_current_comm(comm, sizeof(comm));
+	cgid = bpf_get_current_cgroup_id();
+	if (!task_matches(pid, tid, comm, cgid)) {
+		count(IOT_CNT_FILTERED);
+		return;
+	}
+	if (sampled_out())
+		return;
+	r = scratch_rec();
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = IOT_KIND_URING;
+	r->op = op;
+	r->uring_opcode = opcode;
+	r->pid = pid;
+	r->tid = tid;
+	r->actor_tid = tid;
+	r->cgroup_id = cgid;
+	r->sector = IOT_UNKNOWN_U64;
+	r->offset = IOT_UNKNOWN_U64;
+	r->user_data = BPF_CORE_READ(req, cqe.user_data);
+	if (rw) {
+		/* io_rw sits at the start of the request; prep already filled it. */
+		struct io_rw *io = (struct io_rw *)req;
+
+		r->offset = BPF_CORE_READ(io, kiocb.ki_pos);
+		r->len = BPF_CORE_READ(io, len);
+	}
+	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t)
+		r->ts[IOT_TS_SYSCALL_ENTER] = t->rec.ts[IOT_TS_SYSCALL_ENTER];
+	r->ts[IOT_TS_URING_SUBMIT] = bpf_ktime_get_ns();
+	r->flags = IOT_F_URING_INLINE;
+	if (bpf_map_update_elem(&urings, &key, r, BPF_ANY)) {
+		count(IOT_CNT_STATE_FULL);
+		return;
+	}
+	bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+}
+
+static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 flag)
+{
+	__u64 key = (__u64)req;
+	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+
+	if (!r)
+		return;
+	if (slot >= 0 && slot < IOT_TS_MAX && !r->ts[slot])
+		r->ts[slot] = bpf_ktime_get_ns();
+	r->flags |= flag;
+	if (flag & (IOT_F_URING_PUNTED | IOT_F_URING_POLLED))
+		r->flags &= ~IOT_F_URING_INLINE;
+}
+
+static __always_inline void on_uring_complete(struct io_kiocb *req)
+{
+	__u64 key = (__u64)req;
+	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	__s32 res;
+
+	if (!r)
+		return;
+	r->ts[IOT_TS_URING_COMPLETE] = bpf_ktime_get_ns();
+	res = BPF_CORE_READ(req, cqe.res);
+	r->result = res;
+	if (!r->inode) {
+		struct file *f = BPF_CORE_READ(req, file);
+
+		if (f) {
+			r->inode = BPF_CORE_READ(f, f_inode, i_ino);
+			if (!r->dev)
+				r->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+		}
+	}
+	if (filter_dev && r->dev != filter_dev) {
+		bpf_map_delete_elem(&urings, &key);
+		return;
+	}
+	emit(r);
+	bpf_map_delete_elem(&urings, &key);
+}
+
+/* An io-wq worker or any thread entering a file's direct I/O for a known request links its bios. */
+static __always_inline void on_dio_begin(struct kiocb *iocb)
+{
+	__u64 key = (__u64)iocb;
+	__u32 tid;
+
+	if (!bpf_map_lookup_elem(&urings, &key))
+		return;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+}
+
+TP2_NN(io_uring_submit_req, req, on_uring_submit(req), struct io_kiocb *req)
+TP2_NN(io_uring_queue_async_work, req, uring_stamp(req, IOT_TS_URING_ASYNC, IOT_F_URING_PUNTED), struct io_kiocb *req)
+TP2_NN(io_uring_poll_arm, req, uring_stamp(req, IOT_TS_URING_POLL, IOT_F_URING_POLLED), struct io_kiocb *req)
+TP2_NN(io_uring_task_add, req, uring_stamp(req, IOT_TS_URING_TASKWORK, 0), struct io_kiocb *req)
+TP2_NN(io_uring_complete, req, on_uring_complete(req), void *ring, struct io_kiocb *req)
+/* iomap direct I/O also links io-wq work to its request (kiocb == io_kiocb start). */
+SEC("tp_btf/iomap_dio_rw_begin")
+int BPF_PROG(btf_uring_dio_begin, struct kiocb *iocb) { if (iocb) on_dio_begin(iocb); return 0; }
+SEC("raw_tp/iomap_dio_rw_begin")
+int BPF_PROG(raw_uring_dio_begin, struct kiocb *iocb) { on_dio_begin(iocb); return 0; }

@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * iotracer: follows each I/O request through the storage stack and tells
+ * where its time went.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <bpf/libbpf.h>
+#include "disks.h"
+#include "names.h"
+#include "output.h"
+#include "tracer.h"
+
+#define EXIT_USAGE 2
+
+static volatile sig_atomic_t stop;
+static bool verbose;
+
+struct cli {
+	const char *mode;
+	struct tracer_opts topts;
+	bool json, summary, tree, status, list_layers, quiet_layers;
+	double duration_s, interval_s;
+	const char *output_path;
+};
+
+static const char usage_text[] =
+"Usage: iotracer [--mode standalone] [OPTIONS]\n"
+"Trace every I/O request on this machine from the system call through the file\n"
+"system, page cache, block layer and driver, and show where its time went.\n"
+"\n"
+"Modes:\n"
+"  --mode standalone   trace this machine's kernel (the default)\n"
+"  --mode guest|host   guest-to-host tracing of virtual machines: not in this\n"
+"                      version yet (exits with an error)\n"
+"\n"
+"Filters (applied in the kernel, before anything is copied):\n"
+"  -p, --pid PID          only requests of this process (writeback it caused included)\n"
+"  -t, --tid TID          only this thread\n"
+"  -c, --comm NAME        only tasks with this command name\n"
+"      --cgroup PATH      only tasks in this cgroup v2 directory\n"
+"  -d, --dev DEV          only this block device (MAJ:MIN or /dev/NAME)\n"
+"      --file PATH        only I/O on this file\n"
+"      --dir PATH         only I/O on files below this directory (8 levels)\n"
+"  -m, --min-latency US   only requests that took at least US microseconds\n"
+"      --sample N         trace one request in N\n"
+"  -L, --layers LIST      comma-separated layers to trace (default: all available):\n"
+"                         syscall,fs,pagecache,sched,block,nvme,scsi,virtio,\n"
+"                         io_uring,aio; a layer named here that the kernel\n"
+"                         cannot serve is an error\n"
+"\n"
+"Output:\n"
+"  -j, --json             JSON lines (schema in docs/json-schema.md)\n"
+"  -s, --summary          per-layer histograms and p50/p90/p99/max at exit\n"
+"                         (per-request lines are then off unless -r is given)\n"
+"  -r, --requests         print each request even with --summary\n"
+"  -i, --interval SEC     with --summary: print and reset every SEC seconds\n"
+"  -D, --duration SEC     stop after SEC seconds (default: until Ctrl-C)\n"
+"  -o, --output FILE      write records to FILE instead of standard output\n"
+"  -v, --verbose          a tree per request; libbpf and verifier messages\n"
+"      --no-status        no live status line on a terminal's stderr\n"
+"      --list-layers      print how each layer would be traced here, then exit\n"
+"      --ringbuf-kb KB    kernel-to-user ring buffer size (power of 2, default 512)\n"
+"  -h, --help             this text\n"
+"  -V, --version          version\n"
+"\n"
+"Ctrl-C flushes everything collected and exits 0. Records the ring buffer had no\n"
+"room for are counted in the kernel and reported; nothing is lost silently.\n";
+
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
+
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("iotracer: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'iotracer --help'.\n", stderr);
+	exit(EXIT_USAGE);
+}
+
+static uint64_t parse_u64(const char *opt, const char *s, uint64_t max)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		die_usage("%s: '%s' is not a number between 0 and %" PRIu64, opt, s, max);
+	return v;
+}
+
+static double parse_seconds(const char *opt, const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || v <= 0 || v > 1e7)
+		die_usage("%s: '%s' is not a positive number of seconds", opt, s);
+	return v;
+}
+
+static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t *ret_ino, uint32_t *ret_dev)
+{
+	struct stat st;
+
+	if (stat(path, &st))
+		die_usage("%s: cannot stat '%s': %s", opt, path, strerror(errno));
+	if (want_dir != !!S_ISDIR(st.st_mode))
+		die_usage("%s: '%s' is %sa directory", opt, path, want_dir ? "not " : "");
+	*ret_ino = st.st_ino;
+	*ret_dev = iot_kdev(major(st.st_dev), minor(st.st_dev));
+}
+
+enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE };
+
+static void parse_args(int argc, char **argv, struct cli *c)
+{
+	static const struct option longopts[] = {
+		{ "mode", required_argument, NULL, OPT_MODE },
+		{ "pid", required_argument, NULL, 'p' },
+		{ "tid", required_argument, NULL, 't' },
+		{ "comm", required_argument, NULL, 'c' },
+		{ "cgroup", required_argument, NULL, OPT_CGROUP },
+		{ "dev", required_argument, NULL, 'd' },
+		{ "file", required_argument, NULL, OPT_FILE },
+		{ "dir", required_argument, NULL, OPT_DIR },
+		{ "min-latency", required_argument, NULL, 'm' },
+		{ "sample", required_argument, NULL, OPT_SAMPLE },
+		{ "layers", required_argument, NULL, 'L' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "summary", no_argument, NULL, 's' },
+		{ "requests", no_argument, NULL, 'r' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "duration", required_argument, NULL, 'D' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "no-status", no_argument, NULL, OPT_NO_STATUS },
+		{ "list-layers", no_argument, NULL, OPT_LIST },
+		{ "ringbuf-kb", required_argument, NULL, OPT_RB },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{}
+	};
+	bool requests = false;
+	const char *bad;
+	uint32_t mask;
+	int opt, err;
+
+	c->mode = "standalone";
+	c->status = true;
+	c->topts.sz = sizeof(c->topts);
+	c->topts.layers = (1u << IOT_LAYER_MAX) - 1;
+	while ((opt = getopt_long(argc, argv, "p:t:c:d:m:L:jsri:D:o:vhV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_MODE:
+			c->mode = optarg;
+			break;
+		case 'p':
+			c->topts.pid = parse_u64("--pid", optarg, INT_MAX);
+			if (!c->topts.pid)
+				die_usage("--pid: 0 is not a process");
+			break;
+		case 't':
+			c->topts.tid = parse_u64("--tid", optarg, INT_MAX);
+			if (!c->topts.tid)
+				die_usage("--tid: 0 is not a thread");
+			break;
+		case 'c':
+			if (strlen(optarg) >= IOT_COMM_LEN)
+				die_usage("--comm: '%s' is longer than the kernel's %d-character command name",
+					  optarg, IOT_COMM_LEN - 1);
+			c->topts.comm = optarg;
+			break;
+		case OPT_CGROUP: {
+			uint32_t dev;
+
+			stat_path("--cgroup", optarg, true, &c->topts.cgroup_id, &dev);
+			break;
+		}
+		case 'd':
+			err = iot_parse_dev(optarg, &c->topts.dev);
+			if (err)
+				die_usage("--dev: '%s' is neither MAJ:MIN nor a block device: %s", optarg,
+					  strerror(-err));
+			break;
+		case OPT_FILE:
+			stat_path("--file", optarg, false, &c->topts.ino, &c->topts.ino_dev);
+			break;
+		case OPT_DIR:
+			stat_path("--dir", optarg, true, &c->topts.dir_ino, &c->topts.dir_dev);
+			break;
+		case 'm':
+			c->topts.min_ns = parse_u64("--min-latency", optarg, UINT64_MAX / 1000) * 1000;
+			break;
+		case OPT_SAMPLE:
+			c->topts.sample_n = parse_u64("--sample", optarg, 1u << 30);
+			if (!c->topts.sample_n)
+				die_usage("--sample: N must be at least 1");
+			break;
+		case 'L':
+			if (iot_layers_parse(optarg, &mask, &bad))
+				die_usage("--layers: unknown layer '%s' (known: syscall, fs, pagecache, sched, block, "
+					  "nvme, scsi, virtio, io_uring, aio, all)", bad);
+			c->topts.layers = mask;
+			/* Naming 'all' asks for whatever is available; naming a layer demands it. */
+			if (strcmp(optarg, "all"))
+				c->topts.layers_explicit = mask;
+			break;
+		case 'j':
+			c->json = true;
+			break;
+		case 's':
+			c->summary = true;
+			break;
+		case 'r':
+			requests = true;
+			break;
+		case 'i':
+			c->interval_s = parse_seconds("--interval", optarg);
+			break;
+		case 'D':
+			c->duration_s = parse_seconds("--duration", optarg);
+			break;
+		case 'o':
+			c->output_path = optarg;
+			break;
+		case 'v':
+			verbose = true;
+			c->tree = true;
+			break;
+		case OPT_NO_STATUS:
+			c->status = false;
+			break;
+		case OPT_LIST:
+			c->list_layers = true;
+			break;
+		case OPT_RB: {
+			uint64_t kb = parse_u64("--ringbuf-kb", optarg, 1u << 20);
+
+			if (kb < 4 || (kb & (kb - 1)))
+				die_usage("--ringbuf-kb: %s is not a power of two of at least 4", optarg);
+			c->topts.ringbuf_bytes = kb * 1024;
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("iotracer %s\n", IOTRACER_VERSION);
+			exit(0);
+		default:
+			fputs("Try 'iotracer --help'.\n", stderr);
+			exit(EXIT_USAGE);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (c->interval_s && !c->summary)
+		die_usage("--interval needs --summary");
+	/* --summary alone prints no per-request lines. */
+	c->quiet_layers = c->summary && !requests;
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	if (!verbose)
+		return 0;
+	return vfprintf(stderr, fmt, args);
+}
+
+static void on_signal(int sig)
+{
+	stop = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void on_record(void *ctx, const struct iot_record *rec)
+{
+	output__record(ctx, rec);
+}
+
+static const char *state_name(enum layer_state s)
+{
+	return s == LAYER_ON ? "on" : s == LAYER_OFF ? "off" : "unavailable";
+}
+
+static void report_layers(struct tracer *t, struct output *out, bool json)
+{
+	for (int l = 0; l < IOT_LAYER_MAX; l++) {
+		const struct layer_status *ls = tracer__layer(t, l);
+
+		if (json)
+			output__layer(out, iot_layer_name(l), state_name(ls->state), ls->route);
+		else
+			fprintf(stderr, "iotracer: layer %-9s %-11s %s\n", iot_layer_name(l), state_name(ls->state),
+				ls->state == LAYER_OFF ? "" : ls->route);
+	}
+}
+
+static void report_loss(const uint64_t c[IOT_CNT_MAX])
+{
+	if (c[IOT_CNT_LOST])
+		fprintf(stderr, "iotracer: %" PRIu64 " records lost: the ring buffer was full (try --ringbuf-kb)\n",
+			c[IOT_CNT_LOST]);
+	if (c[IOT_CNT_STATE_FULL])
+		fprintf(stderr, "iotracer: %" PRIu64 " requests not followed: in-flight state maps were full\n",
+			c[IOT_CNT_STATE_FULL]);
+	if (c[IOT_CNT_BIO_UNWALKED])
+		fprintf(stderr, "iotracer: %" PRIu64 " requests had more bios than followed per request\n",
+			c[IOT_CNT_BIO_UNWALKED]);
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = {};
+	struct output_opts oopts = { .sz = sizeof(oopts) };
+	struct output *out = NULL;
+	struct tracer *t = NULL;
+	uint64_t counts[IOT_CNT_MAX] = {}, start, next_status, next_interval = 0, last_records = 0;
+	char errbuf[256];
+	FILE *of = stdout;
+	bool tty;
+	int err;
+
+	parse_args(argc, argv, &c);
+	if (strcmp(c.mode, "standalone")) {
+		if (!strcmp(c.mode, "guest") || !strcmp(c.mode, "host"))
+			fprintf(stderr, "iotracer: --mode %s is not available in this version; only standalone is\n",
+				c.mode);
+		else
+			fprintf(stderr, "iotracer: --mode: unknown mode '%s' (standalone, guest, host)\n", c.mode);
+		return EXIT_USAGE;
+	}
+	libbpf_set_print(libbpf_print);
+	err = tracer_prepare_env(errbuf, sizeof(errbuf));
+	if (err) {
+		fprintf(stderr, "iotracer: %s\n", errbuf);
+		return 1;
+	}
+	if (c.output_path) {
+		of = fopen(c.output_path, "we");
+		if (!of) {
+			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c.output_path, strerror(errno));
+			return 1;
+		}
+	}
+	oopts.format = c.json ? OUT_JSON : OUT_TEXT;
+	oopts.tree = c.tree;
+	oopts.per_request = !c.quiet_layers;
+	oopts.out = of;
+	oopts.t0_ns = now_ns();
+	out = output__new(&oopts);
+	c.topts.on_record = on_record;
+	c.topts.ctx = out;
+	t = out ? tracer__new(&c.topts) : NULL;
+	if (!t) {
+		err = -errno;
+		fprintf(stderr, "iotracer: %s\n", strerror(-err));
+		goto out_free;
+	}
+	err = tracer__load(t);
+	if (c.list_layers || err)
+		report_layers(t, out, false);
+	if (err) {
+		fprintf(stderr, "iotracer: %s\n", tracer__error(t) ?: strerror(-err));
+		goto out_free;
+	}
+	if (c.list_layers)
+		goto out_free;
+	err = tracer__attach(t);
+	report_layers(t, out, c.json);
+	if (err) {
+		fprintf(stderr, "iotracer: %s\n", tracer__error(t) ?: strerror(-err));
+		goto out_free;
+	}
+	/* libbpf's parse of the kernel BTF is done: give that memory back. */
+	malloc_trim(0);
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	tty = c.status && isatty(STDERR_FILENO);
+	start = now_ns();
+	next_status = start + 1000000000ULL;
+	if (c.interval_s)
+		next_interval = start + (uint64_t)(c.interval_s * 1e9);
+	if (!c.json && !c.quiet_layers)
+		fprintf(stderr, "iotracer: tracing%s; Ctrl-C to stop\n", c.duration_s ? " for the given duration" : "");
+	while (!stop) {
+		uint64_t now;
+
+		err = tracer__poll(t, 100);
+		if (err == -EINTR) {
+			err = 0;
+			break;
+		}
+		if (err < 0) {
+			fprintf(stderr, "iotracer: reading the ring buffer failed: %s\n", strerror(-err));
+			break;
+		}
+		err = 0;
+		now = now_ns();
+		if (c.duration_s && now - start >= (uint64_t)(c.duration_s * 1e9))
+			break;
+		if (tty && now >= next_status) {
+			tracer__counters(t, counts);
+			fprintf(stderr, "\r\033[K%" PRIu64 " req/s, %" PRIu64 " lost", output__records(out) - last_records,
+				counts[IOT_CNT_LOST]);
+			last_records = output__records(out);
+			next_status = now + 1000000000ULL;
+		}
+		if (next_interval && now >= next_interval) {
+			if (c.json)
+				output__summary_json(out);
+			else
+				output__summary(out, of);
+			output__reset_summary(out);
+			last_records = 0;
+			next_interval = now + (uint64_t)(c.interval_s * 1e9);
+		}
+	}
+	if (tty)
+		fprintf(stderr, "\r\033[K");
+	tracer__flush(t);
+	if (!tracer__counters(t, counts)) {
+		output__stats(out, counts, 0);
+		report_loss(counts);
+	}
+	if (c.summary) {
+		if (c.json)
+			output__summary_json(out);
+		else
+			output__summary(out, of);
+	}
+	fflush(of);
+out_free:
+	tracer__free(t);
+	output__free(out);
+	if (of != stdout)
+		fclose(of);
+	return err ? 1 : 0;
+}

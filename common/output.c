@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "output.h"
+
+struct output {
+	struct output_opts opts;
+	uint64_t records;
+	uint64_t by_kind[8];
+	struct hist total;
+	struct hist offcpu;
+	struct hist seg[IOT_SEGMENT_COUNT];
+};
+
+struct output *output__new(const struct output_opts *opts)
+{
+	struct output *o = calloc(1, sizeof(*o));
+
+	if (!o)
+		return NULL;
+	memcpy(&o->opts, opts, opts->sz < sizeof(o->opts) ? opts->sz : sizeof(o->opts));
+	if (!o->opts.out)
+		o->opts.out = stdout;
+	return o;
+}
+
+void output__free(struct output *o)
+{
+	free(o);
+}
+
+uint64_t output__records(const struct output *o)
+{
+	return o->records;
+}
+
+void format_kdev(uint32_t kdev, char *buf, size_t len)
+{
+	snprintf(buf, len, "%u:%u", kdev >> 20, kdev & ((1u << 20) - 1));
+}
+
+size_t json_escape(const char *s, size_t n, char *buf, size_t len)
+{
+	size_t w = 0;
+
+	if (!len)
+		return 0;
+	for (size_t i = 0; i < n && s[i]; i++) {
+		unsigned char c = s[i];
+		char tmp[8];
+		size_t tl;
+
+		if (c == '"' || c == '\\') {
+			tmp[0] = '\\';
+			tmp[1] = c;
+			tl = 2;
+		} else if (c < 0x20 || c >= 0x7f) {
+			tl = snprintf(tmp, sizeof(tmp), "\\u%04x", c);
+		} else {
+			tmp[0] = c;
+			tl = 1;
+		}
+		if (w + tl >= len)
+			break;
+		memcpy(buf + w, tmp, tl);
+		w += tl;
+	}
+	buf[w] = 0;
+	return w;
+}
+
+/* snprintf that appends and never overruns; tracks the would-be length. */
+struct sbuf {
+	char *p;
+	size_t len, w;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(b->w < b->len ? b->p + b->w : NULL, b->w < b->len ? b->len - b->w : 0, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		b->w += n;
+}
+
+static const char *what(const struct iot_record *r, char *buf, size_t len)
+{
+	switch (r->kind) {
+	case IOT_KIND_SYSCALL:
+		return iot_syscall_name(r->syscall);
+	case IOT_KIND_URING:
+		snprintf(buf, len, "uring:%u", r->uring_opcode);
+		return buf;
+	default:
+		return iot_kind_name(r->kind);
+	}
+}
+
+static void flag_names(const struct iot_record *r, struct sbuf *b, bool json)
+{
+	static const struct { uint32_t f; const char *n; } tab[] = {
+		{ IOT_F_DIRECT, "direct" }, { IOT_F_SPLIT, "split" }, { IOT_F_MERGED, "merged" },
+		{ IOT_F_REMAP, "remap" }, { IOT_F_REQUEUED, "requeued" }, { IOT_F_ERROR, "error" },
+		{ IOT_F_OWNER_GONE, "owner-gone" }, { IOT_F_URING_PUNTED, "io-wq" },
+		{ IOT_F_URING_POLLED, "polled" }, { IOT_F_URING_INLINE, "inline" },
+		{ IOT_F_SYNC, "sync" }, { IOT_F_FUA, "fua" }, { IOT_F_PREFLUSH, "preflush" },
+		{ IOT_F_RQ_UNKNOWN, "no-request" }, { IOT_F_SAMPLED, "sampled" },
+	};
+	bool first = true;
+
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (!(r->flags & tab[i].f))
+			continue;
+		if (json)
+			sb_printf(b, "%s\"%s\"", first ? "" : ",", tab[i].n);
+		else
+			sb_printf(b, "%s%s", first ? "" : ",", tab[i].n);
+		first = false;
+	}
+}
+
+int output_format_text(const struct output *o, const struct iot_record *r, char *buf, size_t len)
+{
+	struct sbuf b = { buf, len, 0 };
+	struct iot_split s;
+	char dev[32], wbuf[24], comm[IOT_COMM_LEN + 1];
+	uint64_t t0 = o ? o->opts.t0_ns : 0;
+	bool tree = o && o->opts.tree;
+
+	iot_record_split(r, &s);
+	format_kdev(r->dev, dev, sizeof(dev));
+	memcpy(comm, r->comm, IOT_COMM_LEN);
+	comm[IOT_COMM_LEN] = 0;
+	sb_printf(&b, "%12.6f %-15s %7u %7u %-15s %c %-7s",
+		  s.first_ns >= t0 ? (s.first_ns - t0) / 1e9 : 0.0, comm, r->pid, r->tid,
+		  what(r, wbuf, sizeof(wbuf)), iot_op_letter(r->op), r->dev ? dev : "-");
+	if (r->sector != IOT_UNKNOWN_U64)
+		sb_printf(&b, " sector %-10" PRIu64, (uint64_t)r->sector);
+	else
+		sb_printf(&b, " sector %-10s", "-");
+	sb_printf(&b, " len %-7u", r->len);
+	if (r->offset != IOT_UNKNOWN_U64 && r->kind != IOT_KIND_BIO && r->kind != IOT_KIND_AIO)
+		sb_printf(&b, " off %" PRIu64, (uint64_t)r->offset);
+	sb_printf(&b, " res %" PRId64 " lat %.1fus", (int64_t)r->result, s.total_ns / 1e3);
+	if (!tree) {
+		sb_printf(&b, " [");
+		for (int i = 0; i < s.n; i++)
+			sb_printf(&b, "%s%s %.1f", i ? " " : "", s.name[i], s.ns[i] / 1e3);
+		sb_printf(&b, "]");
+	}
+	if (r->offcpu_ns)
+		sb_printf(&b, " offcpu %.1fus", r->offcpu_ns / 1e3);
+	if (r->nr_bios > 1)
+		sb_printf(&b, " bios %u", r->nr_bios);
+	if (r->pc_pages || r->pc_misses || r->pc_dirtied)
+		sb_printf(&b, " pc %u/%u/%u", r->pc_pages, r->pc_misses, r->pc_dirtied);
+	if (r->flags & (IOT_F_ATTR_WRITEBACK | IOT_F_ATTR_IOWQ | IOT_F_ATTR_NONE))
+		sb_printf(&b, " by %s(tid %u)", iot_attribution(r), r->actor_tid);
+	if (r->flags & ~(IOT_F_ATTR_WRITEBACK | IOT_F_ATTR_IOWQ | IOT_F_ATTR_NONE)) {
+		sb_printf(&b, " {");
+		flag_names(r, &b, false);
+		sb_printf(&b, "}");
+	}
+	if (tree) {
+		for (int i = 0; i < s.n; i++)
+			sb_printf(&b, "\n    %s %-12s %10.1fus  (%s)", i + 1 < s.n ? "├─" : "└─", s.name[i],
+				  s.ns[i] / 1e3, iot_ts_name(s.from_ts[i]));
+	}
+	return b.w < len ? (int)b.w : -ENOSPC;
+}
+
+int output_format_json(const struct iot_record *r, char *buf, size_t len)
+{
+	struct sbuf b = { buf, len, 0 };
+	struct iot_split s;
+	char dev[32], comm[IOT_COMM_LEN * 6 + 1];
+	bool first;
+
+	iot_record_split(r, &s);
+	format_kdev(r->dev, dev, sizeof(dev));
+	json_escape(r->comm, IOT_COMM_LEN, comm, sizeof(comm));
+	sb_printf(&b, "{\"type\":\"io\",\"kind\":\"%s\"", iot_kind_name(r->kind));
+	if (r->syscall)
+		sb_printf(&b, ",\"syscall\":\"%s\"", iot_syscall_name(r->syscall));
+	sb_printf(&b, ",\"op\":\"%s\",\"pid\":%u,\"tid\":%u,\"actor_tid\":%u,\"comm\":\"%s\",\"cgroup\":%" PRIu64,
+		  iot_op_name(r->op), r->pid, r->tid, r->actor_tid, comm, (uint64_t)r->cgroup_id);
+	sb_printf(&b, ",\"attribution\":\"%s\",\"dev\":\"%s\",\"inode\":%" PRIu64, iot_attribution(r),
+		  r->dev ? dev : "", (uint64_t)r->inode);
+	if (r->offset != IOT_UNKNOWN_U64)
+		sb_printf(&b, ",\"offset\":%" PRIu64, (uint64_t)r->offset);
+	else
+		sb_printf(&b, ",\"offset\":null");
+	if (r->sector != IOT_UNKNOWN_U64)
+		sb_printf(&b, ",\"sector\":%" PRIu64, (uint64_t)r->sector);
+	else
+		sb_printf(&b, ",\"sector\":null");
+	sb_printf(&b, ",\"len\":%u,\"bio_bytes\":%u,\"nr_bios\":%u,\"result\":%" PRId64, r->len, r->bio_bytes,
+		  r->nr_bios, (int64_t)r->result);
+	if (r->driver)
+		sb_printf(&b, ",\"driver\":\"%s\"", iot_driver_name(r->driver));
+	if (r->kind == IOT_KIND_URING)
+		sb_printf(&b, ",\"uring\":{\"opcode\":%u,\"user_data\":%" PRIu64 "}", r->uring_opcode,
+			  (uint64_t)r->user_data);
+	sb_printf(&b, ",\"pagecache\":{\"pages\":%u,\"misses\":%u,\"dirtied\":%u}", r->pc_pages, r->pc_misses,
+		  r->pc_dirtied);
+	sb_printf(&b, ",\"flags\":[");
+	flag_names(r, &b, true);
+	sb_printf(&b, "],\"ts_ns\":{");
+	first = true;
+	for (int i = 0; i < IOT_TS_MAX; i++) {
+		if (!r->ts[i])
+			continue;
+		sb_printf(&b, "%s\"%s\":%" PRIu64, first ? "" : ",", iot_ts_name(i), (uint64_t)r->ts[i]);
+		first = false;
+	}
+	sb_printf(&b, "},\"split_ns\":[");
+	for (int i = 0; i < s.n; i++)
+		sb_printf(&b, "%s{\"layer\":\"%s\",\"from\":\"%s\",\"ns\":%" PRIu64 "}", i ? "," : "", s.name[i],
+			  iot_ts_name(s.from_ts[i]), s.ns[i]);
+	sb_printf(&b, "],\"total_ns\":%" PRIu64 ",\"offcpu_ns\":%" PRIu64 "}", s.total_ns, (uint64_t)r->offcpu_ns);
+	return b.w < len ? (int)b.w : -ENOSPC;
+}
+
+static void account(struct output *o, const struct iot_record *r)
+{
+	struct iot_split s;
+
+	iot_record_split(r, &s);
+	o->records++;
+	if (r->kind < 8)
+		o->by_kind[r->kind]++;
+	hist_add(&o->total, s.total_ns);
+	if (r->offcpu_ns)
+		hist_add(&o->offcpu, r->offcpu_ns);
+	for (int i = 0; i < s.n; i++) {
+		int k = iot_segment_index(s.name[i]);
+
+		if (k >= 0)
+			hist_add(&o->seg[k], s.ns[i]);
+	}
+}
+
+void output__record(struct output *o, const struct iot_record *r)
+{
+	char buf[4096];
+	int n;
+
+	account(o, r);
+	if (!o->opts.per_request)
+		return;
+	if (o->opts.format == OUT_JSON)
+		n = output_format_json(r, buf, sizeof(buf));
+	else
+		n = output_format_text(o, r, buf, sizeof(buf));
+	if (n > 0)
+		fprintf(o->opts.out, "%s\n", buf);
+}
+
+void output__layer(struct output *o, const char *layer, const char *state, const char *route)
+{
+	char esc[256];
+
+	if (o->opts.format == OUT_JSON) {
+		json_escape(route, strlen(route), esc, sizeof(esc));
+		fprintf(o->opts.out, "{\"type\":\"layer\",\"layer\":\"%s\",\"state\":\"%s\",\"route\":\"%s\"}\n",
+			layer, state, esc);
+	}
+}
+
+void output__stats(struct output *o, const uint64_t c[IOT_CNT_MAX], uint64_t user_dropped)
+{
+	if (o->opts.format != OUT_JSON)
+		return;
+	fprintf(o->opts.out, "{\"type\":\"stats\",\"records\":%" PRIu64, o->records);
+	for (int i = 0; i < IOT_CNT_MAX; i++)
+		fprintf(o->opts.out, ",\"%s\":%" PRIu64, iot_counter_name(i), c[i]);
+	fprintf(o->opts.out, ",\"user_dropped\":%" PRIu64 "}\n", user_dropped);
+	fflush(o->opts.out);
+}
+
+static void pct_line(FILE *f, const char *name, const struct hist *h)
+{
+	fprintf(f, "  %-13s %9" PRIu64 " %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, h->count,
+		h->count ? (double)h->sum / h->count / 1e3 : 0.0, hist_percentile(h, 50) / 1e3,
+		hist_percentile(h, 90) / 1e3, hist_percentile(h, 99) / 1e3, h->max / 1e3);
+}
+
+void output__summary(struct output *o, FILE *f)
+{
+	fprintf(f, "\n%" PRIu64 " requests (syscall %" PRIu64 ", io_uring %" PRIu64 ", aio %" PRIu64
+		", bio %" PRIu64 ")\n", o->records, o->by_kind[IOT_KIND_SYSCALL], o->by_kind[IOT_KIND_URING],
+		o->by_kind[IOT_KIND_AIO], o->by_kind[IOT_KIND_BIO]);
+	fprintf(f, "  %-13s %9s %10s %10s %10s %10s %10s\n", "layer (us)", "count", "avg", "p50", "p90", "p99", "max");
+	pct_line(f, "total", &o->total);
+	for (int i = 0; i < IOT_SEGMENT_COUNT; i++)
+		if (o->seg[i].count)
+			pct_line(f, iot_segment_names[i], &o->seg[i]);
+	if (o->offcpu.count)
+		pct_line(f, "off-cpu", &o->offcpu);
+	fprintf(f, "\n");
+	hist_print_log2(&o->total, f, "total latency");
+	for (int i = 0; i < IOT_SEGMENT_COUNT; i++) {
+		char title[64];
+
+		if (!o->seg[i].count)
+			continue;
+		snprintf(title, sizeof(title), "layer %s", iot_segment_names[i]);
+		fprintf(f, "\n");
+		hist_print_log2(&o->seg[i], f, title);
+	}
+	fflush(f);
+}
+
+static void json_hist(FILE *f, const char *name, const struct hist *h, bool first)
+{
+	uint64_t slots[64];
+	bool fs = true;
+
+	hist_log2(h, slots);
+	fprintf(f, "%s\"%s\":{\"count\":%" PRIu64 ",\"sum_ns\":%" PRIu64 ",\"p50_ns\":%" PRIu64 ",\"p90_ns\":%" PRIu64
+		",\"p99_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"log2_ns\":{", first ? "" : ",", name, h->count, h->sum,
+		hist_percentile(h, 50), hist_percentile(h, 90), hist_percentile(h, 99), h->max);
+	for (int k = 0; k < 64; k++) {
+		if (!slots[k])
+			continue;
+		fprintf(f, "%s\"%d\":%" PRIu64, fs ? "" : ",", k, slots[k]);
+		fs = false;
+	}
+	fprintf(f, "}}");
+}
+
+void output__summary_json(struct output *o)
+{
+	FILE *f = o->opts.out;
+
+	fprintf(f, "{\"type\":\"summary\",\"records\":%" PRIu64 ",\"layers\":{", o->records);
+	json_hist(f, "total", &o->total, true);
+	for (int i = 0; i < IOT_SEGMENT_COUNT; i++)
+		if (o->seg[i].count)
+			json_hist(f, iot_segment_names[i], &o->seg[i], false);
+	if (o->offcpu.count)
+		json_hist(f, "off-cpu", &o->offcpu, false);
+	fprintf(f, "}}\n");
+	fflush(f);
+}
+
+void output__reset_summary(struct output *o)
+{
+	hist_reset(&o->total);
+	hist_reset(&o->offcpu);
+	for (int i = 0; i < IOT_SEGMENT_COUNT; i++)
+		hist_reset(&o->seg[i]);
+	memset(o->by_kind, 0, sizeof(o->by_kind));
+	o->records = 0;
+}

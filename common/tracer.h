@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The tracer core shared by standalone and guest modes: chooses an attach
+ * route per layer on the running kernel, loads and attaches the BPF side,
+ * and hands each completed request record to a callback.
+ */
+#ifndef IOTRACER_TRACER_H
+#define IOTRACER_TRACER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+#include "record.h"
+
+typedef void (*tracer_record_fn)(void *ctx, const struct iot_record *rec);
+
+struct tracer_opts {
+	size_t sz;
+	uint32_t layers;		/* bit per enum iot_layer wanted */
+	uint32_t layers_explicit;	/* the subset the user named: failing one is an error */
+	uint32_t pid, tid;
+	const char *comm;
+	uint64_t cgroup_id;
+	uint32_t dev;		/* kernel dev_t */
+	uint64_t ino;		/* --file */
+	uint32_t ino_dev;
+	uint64_t dir_ino;		/* --dir */
+	uint32_t dir_dev;
+	uint64_t min_ns;
+	uint32_t sample_n;
+	size_t ringbuf_bytes;
+	tracer_record_fn on_record;
+	void *ctx;
+};
+#define tracer_opts__last_field ctx
+
+enum layer_state {
+	LAYER_OFF,		/* not asked for */
+	LAYER_ON,
+	LAYER_UNAVAILABLE,	/* asked for, the kernel cannot serve it */
+};
+
+struct layer_status {
+	enum layer_state state;
+	char route[96];		/* how it is served, or why not */
+};
+
+struct tracer;
+
+/* Allocates a tracer for these options. NULL + errno on failure. */
+struct tracer *tracer__new(const struct tracer_opts *opts);
+/* Probes the kernel's attach routes, picks one per layer, loads. 0 or -errno (see tracer__error). */
+int tracer__load(struct tracer *t);
+int tracer__attach(struct tracer *t);
+/* Consume records; returns number consumed or -errno (-EINTR is a clean stop). */
+int tracer__poll(struct tracer *t, int timeout_ms);
+/* Drain everything the kernel has emitted so far. */
+int tracer__flush(struct tracer *t);
+int tracer__counters(struct tracer *t, uint64_t ret_counts[IOT_CNT_MAX]);
+const struct layer_status *tracer__layer(const struct tracer *t, enum iot_layer l);
+/* The first error message worth showing the user (layer failure etc.). */
+const char *tracer__error(const struct tracer *t);
+void tracer__free(struct tracer *t);
+
+/* Environment preparation: tracefs, memlock. Return 0 or -errno. */
+int tracer_prepare_env(char *errbuf, size_t errlen);
+
+#endif
