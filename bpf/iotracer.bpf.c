@@ -59,6 +59,7 @@ struct iot_thread {
 enum owner_kind { OWN_NONE, OWN_SYSCALL, OWN_URING, OWN_AIO };
 
 struct iot_bio {
+	__u64 key;			/* the bio pointer, as a plain number */
 	__u64 ts_queue;
 	__u64 ts_fs;			/* owner's fs stamp, for records emitted per bio */
 	__u64 ts_enter;			/* owner's syscall enter (AIO) */
@@ -367,12 +368,19 @@ static __always_inline void emit_bio(const struct iot_bio *b, __u16 kind, __u32 
 	emit(r);
 }
 
-static __always_inline void finish_bio(__u64 bio_key, struct iot_bio *b)
+/*
+ * Hand a finished bio to its owner, or emit it on its own. A global function:
+ * the verifier checks it once, not once per bio of every request walk.
+ */
+__noinline int finish_bio(__u64 bio_key)
 {
+	struct iot_bio *b = bpf_map_lookup_elem(&bios, &bio_key);
 	struct iot_thread *t;
 	struct iot_record *u;
 	__u32 tid;
 
+	if (!b)
+		return 0;
 	switch (b->owner_kind) {
 	case OWN_SYSCALL:
 		tid = b->owner_key;
@@ -398,6 +406,7 @@ static __always_inline void finish_bio(__u64 bio_key, struct iot_bio *b)
 		emit_bio(b, IOT_KIND_BIO, 0);
 	}
 	bpf_map_delete_elem(&bios, &bio_key);
+	return 0;
 }
 
 /* ---------- syscall layer ---------- */
@@ -769,6 +778,7 @@ static __always_inline void on_bio_queue(struct bio *bio)
 	dev = BPF_CORE_READ(bio, bi_bdev, bd_dev);
 	if (filter_dev && dev != filter_dev)
 		return;
+	b.key = key;
 	b.ts_queue = bpf_ktime_get_ns();
 	b.dev = dev;
 	b.sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
@@ -856,6 +866,7 @@ static __always_inline void on_split(struct bio *split)
 		return;
 	p->flags |= IOT_F_SPLIT;
 	__builtin_memcpy(&b, p, sizeof(b));
+	b.key = key;
 	b.sector = BPF_CORE_READ(split, bi_iter.bi_sector);
 	b.len = BPF_CORE_READ(split, bi_iter.bi_size);
 	/* The parent continues with what is left after the split. */
@@ -969,7 +980,7 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 				b->flags |= IOT_F_ERROR;
 				b->result = -5;
 			}
-			finish_bio(bkey, b);
+			finish_bio(bkey);
 		}
 		bio = BPF_CORE_READ(bio, bi_next);
 	}
@@ -992,7 +1003,7 @@ static __always_inline void on_bio_complete(struct bio *bio, int error)
 		b->flags |= IOT_F_ERROR;
 		b->result = -5;	/* blk_status_t, reported as -EIO */
 	}
-	finish_bio(key, b);
+	finish_bio(b->key);
 }
 
 TP2_NN(block_bio_queue, bio, on_bio_queue(bio), struct bio *bio)

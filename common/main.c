@@ -397,6 +397,8 @@ int main(int argc, char **argv)
 		goto out_free;
 	err = tracer__attach(t);
 	report_layers(t, out, c.json);
+	/* Whoever reads us (a pipe, a test) learns at once that tracing is live. */
+	fflush(of);
 	if (err) {
 		fprintf(stderr, "iotracer: %s\n", tracer__error(t) ?: strerror(-err));
 		goto out_free;
@@ -425,6 +427,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "iotracer: reading the ring buffer failed: %s\n", strerror(-err));
 			break;
 		}
+		if (err > 0)
+			fflush(of);
 		err = 0;
 		now = now_ns();
 		if (c.duration_s && now - start >= (uint64_t)(c.duration_s * 1e9))

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Integration tests of iotracer on the running kernel.
+
+Each case starts the real iotracer (real BPF programs), filtered on the pid of
+its own workload (tests/iowork), issues a known I/O pattern on a real device
+and holds iotracer's records against what the workload says it issued,
+request by request. Exit 0 pass, 1 fail, 77 skip (only where the machine
+truly cannot run the case, with the reason printed).
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+TS_ORDER = ["syscall_enter", "uring_submit", "uring_async", "uring_poll", "fs", "pagecache",
+            "bio_queue", "rq_insert", "rq_issue", "driver", "irq", "rq_complete", "bio_end",
+            "uring_taskwork", "uring_complete", "syscall_exit"]
+
+
+class Skip(Exception):
+    pass
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+class Tracer:
+    """The real iotracer binary, JSON on stdout, read by a thread."""
+
+    def __init__(self, exe, args):
+        self.lines = []
+        self.proc = subprocess.Popen([exe, "--json", "--no-status"] + args, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_ready(self, timeout=60):
+        """Layer lines are printed once every program is attached."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if sum(1 for l in list(self.lines) if '"type":"layer"' in l) >= 10:
+                return self.layers()
+            if self.proc.poll() is not None:
+                raise Fail("iotracer exited early (%d): %s" % (self.proc.returncode, self.proc.stderr.read()))
+            time.sleep(0.05)
+        raise Fail("iotracer did not attach within %ds" % timeout)
+
+    def layers(self):
+        return {o["layer"]: o for o in self.objects() if o.get("type") == "layer"}
+
+    def objects(self):
+        out = []
+        for l in list(self.lines):
+            try:
+                out.append(json.loads(l))
+            except json.JSONDecodeError as e:
+                raise Fail("iotracer wrote a line that is not JSON: %r (%s)" % (l, e))
+        return out
+
+    def stop(self):
+        # Records are emitted when a request completes and read every 100 ms.
+        time.sleep(0.5)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise Fail("iotracer did not stop on SIGINT")
+        self.reader.join(timeout=10)
+        err = self.proc.stderr.read()
+        check(rc == 0, "iotracer exited %d after SIGINT: %s" % (rc, err))
+        objs = self.objects()
+        stats = [o for o in objs if o.get("type") == "stats"]
+        check(stats, "no stats line at exit (loss must be reported)")
+        check(stats[-1]["lost"] == 0, "records lost: %s" % stats[-1])
+        return [o for o in objs if o.get("type") == "io"], stats[-1]
+
+
+def start_workload(iowork, mode, path, count):
+    w = subprocess.Popen([iowork, mode, path, str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    first = w.stdout.readline()
+    if not first:
+        raise Fail("iowork failed to start: rc %s" % w.wait())
+    return w, json.loads(first)["pid"]
+
+
+def finish_workload(w):
+    w.stdin.write("go\n")
+    w.stdin.flush()
+    ops = [json.loads(l) for l in w.stdout]
+    rc = w.wait()
+    check(rc == 0, "iowork exited %d" % rc)
+    check(ops and ops[-1].get("done"), "iowork did not finish its work")
+    return ops[:-1]
+
+
+def traced(args, mode, path, count, extra=(), after=None):
+    """Run one workload under iotracer --pid and return (pid, ops, records, layers)."""
+    w, pid = start_workload(args.iowork, mode, path, count)
+    t = None
+    try:
+        t = Tracer(args.iotracer, ["--pid", str(pid)] + list(extra))
+        layers = t.wait_ready()
+        ops = finish_workload(w)
+        if after:
+            after()
+        recs, stats = t.stop()
+    finally:
+        if w.poll() is None:
+            w.kill()
+        if t and t.proc.poll() is None:
+            t.proc.kill()
+    return pid, ops, recs, layers
+
+
+def check_timing(r):
+    """Timestamps in layer order never go backwards; the split adds up to the total."""
+    ts = [r["ts_ns"][k] for k in TS_ORDER if k in r["ts_ns"]]
+    check(ts == sorted(ts), "timestamps out of layer order: %s" % r["ts_ns"])
+    check(sum(s["ns"] for s in r["split_ns"]) == r["total_ns"],
+          "split %s does not add up to total %d" % (r["split_ns"], r["total_ns"]))
+    check(r["total_ns"] == ts[-1] - ts[0], "total is not last minus first timestamp")
+
+
+def check_layers_on(layers, names):
+    for n in names:
+        check(layers[n]["state"] == "on", "layer %s not on here: %s" % (n, layers[n]))
+
+
+def key(o):
+    return (o["op"], o["sector"], o["len"])
+
+
+def same_requests(ops, recs, what):
+    want = sorted(key(o) for o in ops)
+    got = sorted((r["op"], r["sector"], r["len"]) for r in recs)
+    check(want == got, "%s: requests differ\n  issued:   %s\n  reported: %s" % (what, want, got))
+
+
+def kdev_of(path):
+    st = os.stat(path)
+    rdev = st.st_rdev if (st.st_mode & 0o170000) == 0o060000 else st.st_dev
+    return "%d:%d" % (os.major(rdev), os.minor(rdev))
+
+
+@contextlib.contextmanager
+def loop_device(size_mb=64):
+    d = tempfile.mkdtemp(prefix="iotracer-test-")
+    img = os.path.join(d, "disk.img")
+    dev = None
+    try:
+        with open(img, "wb") as f:
+            f.truncate(size_mb << 20)
+        try:
+            dev = run(["losetup", "--find", "--show", img]).stdout.strip()
+        except (subprocess.CalledProcessError, FileNotFoundError) as e:
+            raise Skip("no loop device can be set up here: %s" % getattr(e, "stderr", e))
+        yield dev, d
+    finally:
+        if dev:
+            subprocess.run(["losetup", "-d", dev])
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ext4_on_loop():
+    with loop_device(128) as (dev, d):
+        mnt = os.path.join(d, "mnt")
+        os.mkdir(mnt)
+        run(["mkfs.ext4", "-q", "-F", dev])
+        run(["mount", dev, mnt])
+        try:
+            yield dev, mnt
+        finally:
+            subprocess.run(["umount", mnt])
+
+
+# ---------------------------------------------------------------- cases
+
+def case_loop_direct(args):
+    with loop_device() as (dev, _):
+        pid, ops, recs, layers = traced(args, "direct", dev, 12)
+    check_layers_on(layers, ["syscall", "block"])
+    io = [r for r in recs if r["kind"] == "syscall" and r["syscall"] in ("pread64", "pwrite64")]
+    same_requests(ops, io, "O_DIRECT on %s" % dev)
+    for r in io:
+        check(r["pid"] == pid and r["dev"] == kdev_of(dev), "wrong pid/dev in %s" % r)
+        check(r["nr_bios"] >= 1 and r["bio_bytes"] == r["len"], "block part missing: %s" % r)
+        for k in ("syscall_enter", "bio_queue", "rq_issue", "rq_complete", "syscall_exit"):
+            check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
+        check_timing(r)
+
+
+def case_buffered_fsync(args):
+    with ext4_on_loop() as (dev, mnt):
+        path = os.path.join(mnt, "f")
+        pid, ops, recs, layers = traced(args, "buffered", path, 16)
+    check_layers_on(layers, ["syscall", "pagecache", "block"])
+    writes = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "pwrite64"]
+    check(len(writes) == 16, "expected 16 pwrite64 records, got %d" % len(writes))
+    for r in writes:
+        check(r["pagecache"]["dirtied"] >= 1, "write did not dirty the page cache: %s" % r)
+        check(r["nr_bios"] == 0, "a buffered write waited for block I/O: %s" % r)
+        check_timing(r)
+    fsyncs = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "fsync"]
+    check(len(fsyncs) == 1, "expected one fsync record, got %d" % len(fsyncs))
+    f = fsyncs[0]
+    check(f["pid"] == pid and f["dev"] == kdev_of(dev), "fsync misattributed: %s" % f)
+    check(f["bio_bytes"] >= 16 * 4096, "fsync wrote %d bytes, want >= %d" % (f["bio_bytes"], 16 * 4096))
+    check_timing(f)
+
+
+def case_writeback_attribution(args):
+    """Writeback done later by a kworker is attributed to the process that dirtied the pages."""
+    with ext4_on_loop() as (dev, mnt):
+        path = os.path.join(mnt, "f")
+        pid, ops, recs, layers = traced(args, "dirty", path, 32,
+                                        after=lambda: run(["sync", "-f", path]))
+        ino = os.stat(path).st_ino
+    check_layers_on(layers, ["pagecache", "block"])
+    wb = [r for r in recs if r["kind"] == "bio" and r["attribution"] == "writeback-dirtier"]
+    check(wb, "no writeback records attributed to the writer; got kinds %s" %
+          sorted(set((r["kind"], r["attribution"]) for r in recs)))
+    for r in wb:
+        check(r["pid"] == pid, "writeback attributed to pid %d, writer is %d" % (r["pid"], pid))
+        check(r["actor_tid"] != pid, "writeback should be done by a kernel worker: %s" % r)
+        # Reads happen too: ext4 reads allocation metadata while writing the inode back.
+        check(r["op"] in ("write", "read") and r["dev"] == kdev_of(dev), "unexpected writeback record %s" % r)
+        check(r["inode"] == ino, "writeback of inode %d attributed via inode %d" % (ino, r["inode"]))
+        check_timing(r)
+    total = sum(r["len"] for r in wb if r["op"] == "write")
+    check(total >= 32 * 4096, "writeback of %d bytes attributed, wrote %d" % (total, 32 * 4096))
+
+
+def case_uring(args):
+    with loop_device() as (dev, _):
+        pid, ops, recs, layers = traced(args, "uring", dev, 16)
+    check_layers_on(layers, ["io_uring", "block"])
+    io = [r for r in recs if r["kind"] == "io_uring"]
+    same_requests(ops, io, "io_uring reads on %s" % dev)
+    for r in io:
+        check(r["pid"] == pid and r["result"] == r["len"], "bad io_uring record %s" % r)
+        check(r["offset"] == r["sector"] * 512, "offset/sector disagree: %s" % r)
+        for k in ("uring_submit", "bio_queue", "rq_issue", "rq_complete", "uring_complete"):
+            check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
+        check_timing(r)
+    enters = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "io_uring_enter"]
+    check(enters, "io_uring_enter calls not reported")
+
+
+def case_aio(args):
+    with loop_device() as (dev, _):
+        pid, ops, recs, layers = traced(args, "aio", dev, 16)
+    check_layers_on(layers, ["aio", "block"])
+    io = [r for r in recs if r["kind"] == "aio"]
+    same_requests(ops, io, "libaio reads on %s" % dev)
+    for r in io:
+        check(r["pid"] == pid, "bad aio record %s" % r)
+        for k in ("syscall_enter", "bio_queue", "rq_issue", "rq_complete"):
+            check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
+        check_timing(r)
+    subs = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "io_submit"]
+    check(sum(r["result"] for r in subs) == 16, "io_submit records do not account for 16 iocbs: %s" % subs)
+
+
+def virtio_root_dir():
+    """A directory on a file system whose disk is virtio-blk, or Skip."""
+    for d in ("/var/tmp", "/tmp", "/root"):
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        dev = "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+        for name in os.listdir("/sys/block"):
+            with open("/sys/block/%s/dev" % name) as f:
+                if f.read().strip() != dev:
+                    continue
+            drv = os.path.realpath("/sys/block/%s/device/driver" % name)
+            if drv.endswith("virtio_blk"):
+                return d, dev
+    raise Skip("no writable directory on a virtio-blk disk on this machine")
+
+
+def case_virtio_direct(args):
+    d, dev = virtio_root_dir()
+    tmp = tempfile.mkdtemp(prefix="iotracer-virtio-", dir=d)
+    path = os.path.join(tmp, "data")
+    try:
+        run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=4", "oflag=direct", "conv=fsync"])
+        pid, ops, recs, layers = traced(args, "direct", path, 8)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    check_layers_on(layers, ["syscall", "fs", "block", "virtio"])
+    io = [r for r in recs if r["kind"] == "syscall" and r["syscall"] in ("pread64", "pwrite64")]
+    check(all(o["sector"] >= 0 for o in ops), "FIEMAP gave no physical sector: %s" % ops)
+    same_requests(ops, io, "O_DIRECT on a file on virtio disk %s" % dev)
+    for r in io:
+        check(r["dev"] == dev and r.get("driver") == "virtio-blk", "not seen as virtio-blk: %s" % r)
+        for k in ("syscall_enter", "fs", "bio_queue", "rq_issue", "driver", "irq", "rq_complete"):
+            check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
+        check_timing(r)
+
+
+def case_filters(args):
+    """--dev of another device and --min-latency above everything leave nothing; --sample keeps a share."""
+    with loop_device() as (dev, _):
+        with loop_device() as (other, _):
+            _, ops, recs, _ = traced(args, "direct", dev, 6, extra=["--dev", other])
+            check(not [r for r in recs if r["kind"] == "syscall" and r["syscall"] in ("pread64", "pwrite64")],
+                  "--dev %s let through I/O on %s" % (other, dev))
+        _, ops, recs, _ = traced(args, "direct", dev, 6, extra=["--dev", dev, "--min-latency", "10000000"])
+        check(not recs, "--min-latency 10 s let through %d records" % len(recs))
+        _, ops, recs, _ = traced(args, "direct", dev, 6, extra=["--dev", dev, "--layers", "block"])
+        bios = [r for r in recs if r["kind"] == "bio"]
+        check(len(bios) == 6 and all("syscall_enter" not in r["ts_ns"] for r in bios),
+              "--layers block: want 6 bare bio records, got %s" % [(r["kind"], r["ts_ns"].keys()) for r in recs])
+        same_requests(ops, bios, "--layers block")
+
+
+def case_cli_errors(args):
+    exe = args.iotracer
+    r = subprocess.run([exe, "--bogus"], capture_output=True, text=True)
+    check(r.returncode == 2 and "--help" in r.stderr, "unknown flag: rc %d %r" % (r.returncode, r.stderr))
+    r = subprocess.run([exe, "--layers", "syscall,nope"], capture_output=True, text=True)
+    check(r.returncode == 2 and "nope" in r.stderr, "unknown layer: rc %d %r" % (r.returncode, r.stderr))
+    r = subprocess.run([exe, "--dev", "/etc/passwd"], capture_output=True, text=True)
+    check(r.returncode == 2 and "block device" in r.stderr, "bad --dev: %r" % r.stderr)
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    check(r.returncode == 0 and "--layers" in r.stdout and "--min-latency" in r.stdout, "--help incomplete")
+    # A layer named explicitly that this kernel cannot serve is an error, not a silent gap.
+    missing = [l for l, tp in (("nvme", "nvme/nvme_setup_cmd"), ("scsi", "scsi/scsi_dispatch_cmd_start"))
+               if not os.path.exists("/sys/kernel/tracing/events/" + tp)]
+    if missing:
+        r = subprocess.run([exe, "--layers", "block," + missing[0], "--duration", "1"], capture_output=True,
+                           text=True, timeout=120)
+        check(r.returncode == 1 and ("layer '%s'" % missing[0]) in r.stderr,
+              "explicit unavailable layer: rc %d %r" % (r.returncode, r.stderr))
+    # Not privileged: a clear one-line error and a non-zero exit.
+    if shutil.which("setpriv"):
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "--duration", "1"],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 1 and "root" in r.stderr, "unprivileged: rc %d %r" % (r.returncode, r.stderr))
+
+
+CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iotracer", required=True)
+    ap.add_argument("--iowork", required=True)
+    ap.add_argument("case", choices=sorted(CASES))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("SKIP: loading BPF programs needs root, and this test runs as uid %d" % os.geteuid())
+        return SKIP
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        print("SKIP: this kernel has no BTF")
+        return SKIP
+    try:
+        CASES[args.case](args)
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return SKIP
+    except Fail as e:
+        print("FAIL: %s" % e)
+        return 1
+    print("PASS: %s" % args.case)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
