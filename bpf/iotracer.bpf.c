@@ -19,7 +19,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define MAX_THREADS	16384
 #define MAX_BIOS	32768
-#define MAX_RQS		16384
 #define MAX_URING	16384
 #define MAX_DIRTIERS	8192
 #define RQ_BIO_WALK	16
@@ -47,6 +46,10 @@ const volatile __u64 wakeup_bytes = 64 * 1024;
 const volatile __u8 sched_on = 0;
 const volatile __u8 virtio_derived = 0;		/* stamp DRIVER at rq_issue on virtio disks */
 const volatile __u8 irq_on = 0;
+const volatile __u8 emit_records = 1;		/* per-request records to user space */
+const volatile __u8 kernel_hist = 0;		/* or: aggregate into histograms here */
+const volatile __u8 uring_on = 0;		/* io_uring layer: look up the current request */
+const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 
 /* Per-thread state for a synchronous system call in flight. */
 struct iot_thread {
@@ -57,6 +60,7 @@ struct iot_thread {
 
 /* How a bio is linked to whoever caused it. */
 enum owner_kind { OWN_NONE, OWN_SYSCALL, OWN_URING, OWN_AIO };
+enum rq_ts { RQ_INSERT, RQ_ISSUE, RQ_DRIVER, RQ_IRQ, RQ_TS_MAX };
 
 struct iot_bio {
 	__u64 key;			/* the bio pointer, as a plain number */
@@ -68,7 +72,7 @@ struct iot_bio {
 	__u64 cgroup_id;
 	__u64 inode;
 	__u64 sector;
-	__u64 rq_ts[4];			/* insert, issue, driver, irq */
+	__u64 rq_ts[RQ_TS_MAX];		/* the request's stamps, kept in its head bio */
 	__u64 ts_complete;
 	__s64 result;
 	__u32 pid, tid, actor_tid;
@@ -79,14 +83,6 @@ struct iot_bio {
 	__u8 owner_kind;
 	__u8 driver;
 	char comm[IOT_COMM_LEN];
-};
-
-struct iot_rq {
-	__u64 ts_insert;
-	__u64 ts_issue;
-	__u64 ts_driver;
-	__u32 flags;
-	__u32 driver;
 };
 
 /* Who dirtied an inode's pages, for attributing its writeback. */
@@ -129,13 +125,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct iot_bio);
 } bios SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MAX_RQS);
-	__type(key, __u64);
-	__type(value, struct iot_rq);
-} rqs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -187,17 +176,30 @@ struct {
 	__type(value, struct iot_thread);	/* a record, with room for thread state */
 } scratch SEC(".maps");
 
+/* Per-segment latency histograms, when aggregating in the kernel (--summary). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IOT_SEG_MAX);
+	__type(key, __u32);
+	__type(value, struct iot_khist);
+} khists SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);	/* resized by user space */
 } events SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_add(__u32 idx, __u64 v)
 {
 	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
 
 	if (c)
-		(*c)++;
+		*c += v;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	count_add(idx, 1);
 }
 
 static __always_inline __u32 kdev(__u32 major, __u32 minor)
@@ -271,11 +273,89 @@ static __always_inline __u64 rec_last_ts(const struct iot_record *r)
 	return 0;
 }
 
+static __always_inline __u32 msb64(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+/* Same buckets as user space's hist_bucket(): 16 per power of two. */
+static __always_inline void khist_add(__u32 idx, __u64 v)
+{
+	struct iot_khist *h = bpf_map_lookup_elem(&khists, &idx);
+	__u32 b, shift;
+
+	if (!h)
+		return;
+	if (v < IOT_HIST_SUB) {
+		b = v;
+	} else {
+		shift = msb64(v) - IOT_HIST_SUB_BITS;
+		b = (shift + 1) * IOT_HIST_SUB + ((v >> shift) & (IOT_HIST_SUB - 1));
+	}
+	h->b[b & (IOT_HIST_BUCKETS - 1)]++;
+	h->count++;
+	h->sum += v;
+	if (v > h->max)
+		h->max = v;
+}
+
+/* The segment that starts at stamp ts (mirrors iot_segment_name() in user space). */
+static __always_inline __u32 seg_of(int ts, const struct iot_record *r)
+{
+	switch (ts) {
+	case IOT_TS_SYSCALL_ENTER: return IOT_SEG_SYSCALL;
+	case IOT_TS_URING_SUBMIT: return IOT_SEG_URING_SUBMIT;
+	case IOT_TS_URING_ASYNC: return IOT_SEG_IOWQ;
+	case IOT_TS_URING_POLL: return IOT_SEG_POLL;
+	case IOT_TS_FS: return IOT_SEG_FS;
+	case IOT_TS_PAGECACHE: return IOT_SEG_PAGECACHE;
+	case IOT_TS_BIO_QUEUE: return IOT_SEG_BLOCK;
+	case IOT_TS_RQ_INSERT: return IOT_SEG_IOSCHED;
+	case IOT_TS_RQ_ISSUE: return r->ts[IOT_TS_DRIVER] ? IOT_SEG_DRIVER : IOT_SEG_DEVICE;
+	case IOT_TS_DRIVER: return IOT_SEG_DEVICE;
+	case IOT_TS_IRQ: return IOT_SEG_IRQ;
+	case IOT_TS_RQ_COMPLETE:
+	case IOT_TS_BIO_END: return IOT_SEG_COMPLETION;
+	case IOT_TS_URING_TASKWORK: return IOT_SEG_TASKWORK;
+	default: return IOT_SEG_RETURN;
+	}
+}
+
+static __always_inline void khist_record(const struct iot_record *r, __u64 first, __u64 last)
+{
+	int prev = -1;
+
+	for (int i = 0; i < IOT_TS_MAX; i++) {
+		if (!r->ts[i])
+			continue;
+		if (prev >= 0 && r->ts[i] >= r->ts[prev])
+			khist_add(seg_of(prev, r), r->ts[i] - r->ts[prev]);
+		prev = i;
+	}
+	khist_add(IOT_SEG_TOTAL, last - first);
+	if (r->offcpu_ns)
+		khist_add(IOT_SEG_OFFCPU, r->offcpu_ns);
+}
+
 static __always_inline void emit(struct iot_record *r)
 {
-	__u64 flags;
+	__u64 flags, first = rec_first_ts(r), last = rec_last_ts(r);
 
-	if (min_ns && rec_last_ts(r) - rec_first_ts(r) < min_ns)
+	if (min_ns && last - first < min_ns)
+		return;
+	if (r->kind >= IOT_KIND_SYSCALL && r->kind <= IOT_KIND_BIO)
+		count(IOT_CNT_REQ_SYSCALL + r->kind - IOT_KIND_SYSCALL);
+	if (kernel_hist)
+		khist_record(r, first, last);
+	if (!emit_records)
 		return;
 	if (sample_n > 1)
 		r->flags |= IOT_F_SAMPLED;
@@ -304,10 +384,10 @@ static __always_inline void set_max(__u64 *slot, __u64 v)
 static __always_inline void fold_bio(struct iot_record *r, const struct iot_bio *b)
 {
 	set_min(&r->ts[IOT_TS_BIO_QUEUE], b->ts_queue);
-	set_min(&r->ts[IOT_TS_RQ_INSERT], b->rq_ts[0]);
-	set_min(&r->ts[IOT_TS_RQ_ISSUE], b->rq_ts[1]);
-	set_min(&r->ts[IOT_TS_DRIVER], b->rq_ts[2]);
-	set_max(&r->ts[IOT_TS_IRQ], b->rq_ts[3]);
+	set_min(&r->ts[IOT_TS_RQ_INSERT], b->rq_ts[RQ_INSERT]);
+	set_min(&r->ts[IOT_TS_RQ_ISSUE], b->rq_ts[RQ_ISSUE]);
+	set_min(&r->ts[IOT_TS_DRIVER], b->rq_ts[RQ_DRIVER]);
+	set_max(&r->ts[IOT_TS_IRQ], b->rq_ts[RQ_IRQ]);
 	if (b->flags & IOT_F_RQ_UNKNOWN)
 		set_max(&r->ts[IOT_TS_BIO_END], b->ts_complete);
 	else
@@ -516,11 +596,23 @@ static __always_inline void sys_exit(long ret)
 		return;
 	t->rec.ts[IOT_TS_SYSCALL_EXIT] = bpf_ktime_get_ns();
 	t->rec.result = ret;
-	if (ret > 0 && t->rec.op != IOT_OP_SUBMIT && t->rec.op != IOT_OP_REAP)
-		t->rec.len = ret;
-	if (t->rec.syscall == IOT_SYS_IO_URING_ENTER)
-		bpf_map_delete_elem(&cur_req, &tid);
-	emit(&t->rec);
+	switch (t->rec.syscall) {
+	case IOT_SYS_IO_URING_ENTER:
+		/* Control calls are counted and timed; their requests are the records. */
+		if (uring_on)
+			bpf_map_delete_elem(&cur_req, &tid);
+		count(IOT_CNT_CALL_IO_URING_ENTER);
+		count_add(IOT_CNT_NS_IO_URING_ENTER, t->rec.ts[IOT_TS_SYSCALL_EXIT] - t->seq);
+		break;
+	case IOT_SYS_IO_SUBMIT:
+		count(IOT_CNT_CALL_IO_SUBMIT);
+		count_add(IOT_CNT_NS_IO_SUBMIT, t->rec.ts[IOT_TS_SYSCALL_EXIT] - t->seq);
+		break;
+	default:
+		if (ret > 0)
+			t->rec.len = ret;
+		emit(&t->rec);
+	}
 	bpf_map_delete_elem(&threads, &tid);
 }
 
@@ -554,7 +646,23 @@ SYS_TP(fdatasync, IOT_SYS_FDATASYNC, IOT_OP_FSYNC, 0, 0, 0, true)
 SYS_TP(sync_file_range, IOT_SYS_SYNC_FILE_RANGE, IOT_OP_FSYNC, 0, ctx->args[1], ctx->args[2], true)
 /* aio layer */
 SYS_TP(io_submit, IOT_SYS_IO_SUBMIT, IOT_OP_SUBMIT, 0, 0, ctx->args[1], false)
-SYS_TP(io_getevents, IOT_SYS_IO_GETEVENTS, IOT_OP_REAP, 0, 0, ctx->args[2], false)
+/* io_getevents only reaps: counted at exit, no state. */
+SEC("tracepoint/syscalls/sys_exit_io_getevents")
+int sys_exit_io_getevents(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	char comm[IOT_COMM_LEN];
+
+	if (filter_pid && (id >> 32) != filter_pid)
+		return 0;
+	if (filter_tid && (__u32)id != filter_tid)
+		return 0;
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (!task_matches(id >> 32, (__u32)id, comm, filter_cgroup ? bpf_get_current_cgroup_id() : 0))
+		return 0;
+	count(IOT_CNT_CALL_IO_GETEVENTS);
+	return 0;
+}
 /* io_uring layer */
 SYS_TP(io_uring_enter, IOT_SYS_IO_URING_ENTER, IOT_OP_SUBMIT, 0, 0, ctx->args[1], false)
 
@@ -564,7 +672,7 @@ SYS_TP(io_uring_enter, IOT_SYS_IO_URING_ENTER, IOT_OP_SUBMIT, 0, 0, ctx->args[1]
 static __always_inline struct iot_record *current_owner_rec(__u32 tid, __u64 **ret_req)
 {
 	struct iot_thread *t;
-	__u64 *req = bpf_map_lookup_elem(&cur_req, &tid);
+	__u64 *req = uring_on ? bpf_map_lookup_elem(&cur_req, &tid) : NULL;
 
 	if (req) {
 		struct iot_record *u = bpf_map_lookup_elem(&urings, req);
@@ -806,7 +914,7 @@ static __always_inline void on_bio_queue(struct bio *bio)
 		struct iot_dirtier *d = NULL;
 		struct iot_dirtier_key k = {};
 
-		w = bpf_map_lookup_elem(&wb_threads, &tid);
+		w = wb_on ? bpf_map_lookup_elem(&wb_threads, &tid) : NULL;
 		if (w) {
 			k.ino = w->ino;
 			k.dev = w->dev;
@@ -875,17 +983,6 @@ static __always_inline void on_split(struct bio *split)
 	bpf_map_update_elem(&bios, &key, &b, BPF_ANY);
 }
 
-static __always_inline struct iot_rq *rq_get(struct request *rq)
-{
-	__u64 key = (__u64)rq;
-	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key), zero = {};
-
-	if (s)
-		return s;
-	bpf_map_update_elem(&rqs, &key, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&rqs, &key);
-}
-
 static __always_inline __u32 rq_dev(struct request *rq)
 {
 	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
@@ -893,65 +990,81 @@ static __always_inline __u32 rq_dev(struct request *rq)
 	return kdev(BPF_CORE_READ(disk, major), BPF_CORE_READ(disk, first_minor));
 }
 
-/* Only requests carrying a bio we track get state. */
-static __always_inline bool rq_tracked(struct request *rq)
+/*
+ * A request's own stamps live in the state of the bio at its head: no
+ * per-request map, one lookup per hook. Requests without a tracked head bio
+ * are not ours.
+ */
+static __always_inline struct iot_bio *rq_head(struct request *rq)
 {
 	__u64 key = (__u64)BPF_CORE_READ(rq, bio);
 
-	return key && bpf_map_lookup_elem(&bios, &key);
+	return key ? bpf_map_lookup_elem(&bios, &key) : NULL;
 }
 
 static __always_inline void on_rq_insert(struct request *rq)
 {
-	struct iot_rq *s;
+	struct iot_bio *b = rq_head(rq);
 
-	if (!rq_tracked(rq))
-		return;
-	s = rq_get(rq);
-	if (s && !s->ts_insert)
-		s->ts_insert = bpf_ktime_get_ns();
+	if (b && !b->rq_ts[RQ_INSERT])
+		b->rq_ts[RQ_INSERT] = bpf_ktime_get_ns();
 }
 
 static __always_inline void on_rq_issue(struct request *rq)
 {
-	struct iot_rq *s;
+	struct iot_bio *b = rq_head(rq);
 	struct iot_disk *d;
 	__u32 dev;
 
-	if (!rq_tracked(rq))
+	if (!b)
 		return;
-	s = rq_get(rq);
-	if (!s)
-		return;
-	s->ts_issue = bpf_ktime_get_ns();
+	b->rq_ts[RQ_ISSUE] = bpf_ktime_get_ns();
 	dev = rq_dev(rq);
 	d = bpf_map_lookup_elem(&disks, &dev);
 	if (d) {
-		s->driver = d->driver;
+		b->driver = d->driver;
 		/* Without a probe in virtio_queue_rq, the kick follows the issue at once. */
-		if (virtio_derived && d->driver == IOT_DRV_VIRTIO_BLK && !s->ts_driver)
-			s->ts_driver = s->ts_issue;
+		if (virtio_derived && d->driver == IOT_DRV_VIRTIO_BLK && !b->rq_ts[RQ_DRIVER])
+			b->rq_ts[RQ_DRIVER] = b->rq_ts[RQ_ISSUE];
 	}
 }
 
 static __always_inline void on_rq_flag(struct request *rq, __u32 flag)
 {
-	__u64 key = (__u64)rq;
-	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+	struct iot_bio *b = rq_head(rq);
 
-	if (s)
-		s->flags |= flag;
+	if (b)
+		b->flags |= flag;
 }
 
 static __always_inline void on_rq_complete(struct request *rq, int error)
 {
-	__u64 key = (__u64)rq, now = bpf_ktime_get_ns(), irq = 0;
-	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+	__u64 now = bpf_ktime_get_ns(), irq = 0, rq_ts[RQ_TS_MAX] = {};
+	__u64 keys[RQ_BIO_WALK] = {};
+	__u32 flags = 0, driver = 0, dev;
 	struct bio *bio;
-	__u32 dev;
-	int i;
+	int i, n = 0;
 
-	if (!s)
+	/* Gather the request's stamps from its bios (a front merge may have moved the head). */
+	bio = BPF_CORE_READ(rq, bio);
+	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
+		__u64 bkey = (__u64)bio;
+		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+
+		if (b) {
+			keys[n & (RQ_BIO_WALK - 1)] = bkey;
+			n++;
+			for (int k = 0; k < RQ_TS_MAX; k++)
+				set_min(&rq_ts[k], b->rq_ts[k]);
+			flags |= b->flags & (IOT_F_REQUEUED | IOT_F_ERROR);
+			if (b->driver)
+				driver = b->driver;
+		}
+		bio = BPF_CORE_READ(bio, bi_next);
+	}
+	if (bio)
+		count(IOT_CNT_BIO_UNWALKED);
+	if (!n)
 		return;
 	if (irq_on) {
 		struct iot_disk *d;
@@ -959,34 +1072,28 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 		dev = rq_dev(rq);
 		d = bpf_map_lookup_elem(&disks, &dev);
 		/* The disk's last interrupt, if it came after the issue, is this completion's. */
-		if (d && d->last_irq_ns >= s->ts_issue && d->last_irq_ns <= now)
+		if (d && d->last_irq_ns >= rq_ts[RQ_ISSUE] && d->last_irq_ns <= now)
 			irq = d->last_irq_ns;
 	}
-	bio = BPF_CORE_READ(rq, bio);
-	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
-		__u64 bkey = (__u64)bio;
+	rq_ts[RQ_IRQ] = irq;
+	if (error) {
+		flags |= IOT_F_ERROR;
+	}
+	for (i = 0; i < RQ_BIO_WALK && i < n; i++) {
+		__u64 bkey = keys[i];
 		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
 
-		if (b) {
-			b->rq_ts[0] = s->ts_insert;
-			b->rq_ts[1] = s->ts_issue;
-			b->rq_ts[2] = s->ts_driver;
-			b->rq_ts[3] = irq;
-			b->ts_complete = now;
-			b->flags |= s->flags;
-			b->driver = s->driver;
-			if (error) {
-				/* blk_status_t is not an errno; report it as -EIO. */
-				b->flags |= IOT_F_ERROR;
-				b->result = -5;
-			}
-			finish_bio(bkey);
-		}
-		bio = BPF_CORE_READ(bio, bi_next);
+		if (!b)
+			continue;
+		__builtin_memcpy(b->rq_ts, rq_ts, sizeof(rq_ts));
+		b->ts_complete = now;
+		b->flags |= flags;
+		b->driver = driver;
+		/* blk_status_t is not an errno; a failed request reports -EIO. */
+		if (flags & IOT_F_ERROR)
+			b->result = -5;
+		finish_bio(bkey);
 	}
-	if (bio)
-		count(IOT_CNT_BIO_UNWALKED);
-	bpf_map_delete_elem(&rqs, &key);
 }
 
 /* Bio-based devices (dm, md, zram) never make a request: the bio's end is its completion. */
@@ -1022,13 +1129,12 @@ TP2_NN(block_bio_complete, bio, on_bio_complete(bio, BPF_CORE_READ(bio, bi_statu
 
 static __always_inline void stamp_driver(struct request *rq, __u32 drv)
 {
-	__u64 key = (__u64)rq;
-	struct iot_rq *s = bpf_map_lookup_elem(&rqs, &key);
+	struct iot_bio *b = rq_head(rq);
 
-	if (s) {
-		if (!s->ts_driver)
-			s->ts_driver = bpf_ktime_get_ns();
-		s->driver = drv;
+	if (b) {
+		if (!b->rq_ts[RQ_DRIVER])
+			b->rq_ts[RQ_DRIVER] = bpf_ktime_get_ns();
+		b->driver = drv;
 	}
 }
 

@@ -117,7 +117,7 @@ int disks_scan(struct disk_set *s)
 			continue;
 		d = &s->d[s->n++];
 		memset(d, 0, sizeof(*d));
-		snprintf(d->name, sizeof(d->name), "%s", de->d_name);
+		snprintf(d->name, sizeof(d->name), "%.63s", de->d_name);
 		d->kdev = iot_kdev(maj, min);
 		d->driver = driver_of(d->name);
 	}

@@ -121,3 +121,23 @@ void hist_print_log2(const struct hist *h, FILE *f, const char *title)
 		fprintf(f, "%9llu -> %-8llu : %-10llu |%-40s|\n", a, b, (unsigned long long)us[k], bar);
 	}
 }
+
+void hist_merge_k(struct hist *h, const struct iot_khist *k)
+{
+	if (!k->count)
+		return;
+	for (unsigned int b = 0; b < HIST_BUCKETS; b++) {
+		if (!k->b[b])
+			continue;
+		/* The kernel keeps no minimum: the lowest filled bucket's lower edge stands in. */
+		if (!h->count || (b ? hist_bucket_upper(b - 1) + 1 : 0) < h->min)
+			h->min = b ? hist_bucket_upper(b - 1) + 1 : 0;
+		break;
+	}
+	for (unsigned int b = 0; b < HIST_BUCKETS; b++)
+		h->b[b] += k->b[b];
+	h->count += k->count;
+	h->sum += k->sum;
+	if (k->max > h->max)
+		h->max = k->max;
+}

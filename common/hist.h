@@ -9,10 +9,11 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include "record.h"
 
-#define HIST_SUB_BITS 4
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (64 * HIST_SUB)
+#define HIST_SUB_BITS IOT_HIST_SUB_BITS
+#define HIST_SUB IOT_HIST_SUB
+#define HIST_BUCKETS IOT_HIST_BUCKETS
 
 struct hist {
 	uint64_t count;
@@ -23,6 +24,8 @@ struct hist {
 };
 
 void hist_reset(struct hist *h);
+/* Add a histogram kept by the kernel side (same buckets) into h. */
+void hist_merge_k(struct hist *h, const struct iot_khist *k);
 void hist_add(struct hist *h, uint64_t v);
 /* Value at percentile p (0..100): the upper edge of the bucket holding it, capped at max. */
 uint64_t hist_percentile(const struct hist *h, double p);

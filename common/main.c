@@ -63,8 +63,9 @@ static const char usage_text[] =
 "\n"
 "Output:\n"
 "  -j, --json             JSON lines (schema in docs/json-schema.md)\n"
-"  -s, --summary          per-layer histograms and p50/p90/p99/max at exit\n"
-"                         (per-request lines are then off unless -r is given)\n"
+"  -s, --summary          per-layer histograms and p50/p90/p99/max at exit;\n"
+"                         without -r they are kept in the kernel and no\n"
+"                         request is copied out (the cheapest way to run)\n"
 "  -r, --requests         print each request even with --summary\n"
 "  -i, --interval SEC     with --summary: print and reset every SEC seconds\n"
 "  -D, --duration SEC     stop after SEC seconds (default: until Ctrl-C)\n"
@@ -280,6 +281,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		die_usage("--interval needs --summary");
 	/* --summary alone prints no per-request lines. */
 	c->quiet_layers = c->summary && !requests;
+	/* Nothing to print per request: aggregate in the kernel, copy nothing out. */
+	c->topts.kernel_summary = c->quiet_layers;
 }
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -319,9 +322,47 @@ static void report_layers(struct tracer *t, struct output *out, bool json)
 
 		if (json)
 			output__layer(out, iot_layer_name(l), state_name(ls->state), ls->route);
-		else
-			fprintf(stderr, "iotracer: layer %-9s %-11s %s\n", iot_layer_name(l), state_name(ls->state),
+		fprintf(stderr, "iotracer: layer %-9s %-11s %s\n", iot_layer_name(l), state_name(ls->state),
 				ls->state == LAYER_OFF ? "" : ls->route);
+	}
+}
+
+/* In kernel-summary mode the histograms and counts live in the kernel: fetch them. */
+static void fetch_summary(struct tracer *t, struct output *out, const uint64_t counts[IOT_CNT_MAX])
+{
+	struct iot_khist *k = malloc(sizeof(*k));
+
+	if (!k)
+		return;
+	for (int seg = 0; seg < IOT_SEG_MAX; seg++)
+		if (!tracer__khist(t, seg, k))
+			output__merge_khist(out, seg, k);
+	output__set_kind_counts(out, counts);
+	free(k);
+}
+
+static void print_summary(struct cli *c, struct tracer *t, struct output *out, FILE *of, bool reset)
+{
+	uint64_t counts[IOT_CNT_MAX] = {};
+
+	tracer__counters(t, counts);
+	if (c->topts.kernel_summary) {
+		output__reset_summary(out);
+		fetch_summary(t, out, counts);
+	}
+	if (c->json)
+		output__summary_json(out);
+	else
+		output__summary(out, of);
+	if (counts[IOT_CNT_CALL_IO_SUBMIT] || counts[IOT_CNT_CALL_IO_URING_ENTER] || counts[IOT_CNT_CALL_IO_GETEVENTS])
+		fprintf(c->json ? stderr : of, "control calls: io_submit %" PRIu64 " (%.1f us), io_getevents %" PRIu64
+			", io_uring_enter %" PRIu64 " (%.1f us)\n", counts[IOT_CNT_CALL_IO_SUBMIT],
+			counts[IOT_CNT_NS_IO_SUBMIT] / 1e3, counts[IOT_CNT_CALL_IO_GETEVENTS],
+			counts[IOT_CNT_CALL_IO_URING_ENTER], counts[IOT_CNT_NS_IO_URING_ENTER] / 1e3);
+	if (reset) {
+		output__reset_summary(out);
+		if (c->topts.kernel_summary)
+			tracer__khist_reset(t);
 	}
 }
 
@@ -441,11 +482,7 @@ int main(int argc, char **argv)
 			next_status = now + 1000000000ULL;
 		}
 		if (next_interval && now >= next_interval) {
-			if (c.json)
-				output__summary_json(out);
-			else
-				output__summary(out, of);
-			output__reset_summary(out);
+			print_summary(&c, t, out, of, true);
 			last_records = 0;
 			next_interval = now + (uint64_t)(c.interval_s * 1e9);
 		}
@@ -457,12 +494,8 @@ int main(int argc, char **argv)
 		output__stats(out, counts, 0);
 		report_loss(counts);
 	}
-	if (c.summary) {
-		if (c.json)
-			output__summary_json(out);
-		else
-			output__summary(out, of);
-	}
+	if (c.summary)
+		print_summary(&c, t, out, of, false);
 	fflush(of);
 out_free:
 	tracer__free(t);

@@ -125,6 +125,11 @@ static const char *const cnt_names[IOT_CNT_MAX] = {
 	[IOT_CNT_EMITTED] = "emitted", [IOT_CNT_LOST] = "lost",
 	[IOT_CNT_STATE_FULL] = "state_full", [IOT_CNT_BIO_UNWALKED] = "bio_unwalked",
 	[IOT_CNT_FILTERED] = "filtered",
+	[IOT_CNT_REQ_SYSCALL] = "req_syscall", [IOT_CNT_REQ_URING] = "req_io_uring",
+	[IOT_CNT_REQ_AIO] = "req_aio", [IOT_CNT_REQ_BIO] = "req_bio",
+	[IOT_CNT_CALL_IO_SUBMIT] = "calls_io_submit", [IOT_CNT_CALL_IO_GETEVENTS] = "calls_io_getevents",
+	[IOT_CNT_CALL_IO_URING_ENTER] = "calls_io_uring_enter",
+	[IOT_CNT_NS_IO_SUBMIT] = "ns_io_submit", [IOT_CNT_NS_IO_URING_ENTER] = "ns_io_uring_enter",
 };
 
 const char *iot_counter_name(int cnt) { return NAME_OR(cnt_names, cnt, "?"); }
@@ -140,6 +145,7 @@ const char *iot_attribution(const struct iot_record *r)
 	return "self";
 }
 
+/* Order of enum iot_seg. */
 const char *const iot_segment_names[IOT_SEGMENT_COUNT] = {
 	"syscall", "uring-submit", "io-wq", "poll", "fs", "pagecache", "block",
 	"iosched", "driver", "device", "irq", "completion", "task-work", "return",

@@ -37,6 +37,6 @@ const char *iot_segment_name(const struct iot_record *r, int ts);
 /* Segment names every histogram knows, in display order. */
 extern const char *const iot_segment_names[];
 int iot_segment_index(const char *name);
-#define IOT_SEGMENT_COUNT 14
+#define IOT_SEGMENT_COUNT IOT_SEG_TOTAL
 
 #endif

@@ -351,6 +351,25 @@ void output__summary_json(struct output *o)
 	fflush(f);
 }
 
+void output__merge_khist(struct output *o, int seg, const struct iot_khist *k)
+{
+	if (seg == IOT_SEG_TOTAL)
+		hist_merge_k(&o->total, k);
+	else if (seg == IOT_SEG_OFFCPU)
+		hist_merge_k(&o->offcpu, k);
+	else if (seg >= 0 && seg < IOT_SEGMENT_COUNT)
+		hist_merge_k(&o->seg[seg], k);
+}
+
+void output__set_kind_counts(struct output *o, const uint64_t c[IOT_CNT_MAX])
+{
+	o->by_kind[IOT_KIND_SYSCALL] = c[IOT_CNT_REQ_SYSCALL];
+	o->by_kind[IOT_KIND_URING] = c[IOT_CNT_REQ_URING];
+	o->by_kind[IOT_KIND_AIO] = c[IOT_CNT_REQ_AIO];
+	o->by_kind[IOT_KIND_BIO] = c[IOT_CNT_REQ_BIO];
+	o->records = c[IOT_CNT_REQ_SYSCALL] + c[IOT_CNT_REQ_URING] + c[IOT_CNT_REQ_AIO] + c[IOT_CNT_REQ_BIO];
+}
+
 void output__reset_summary(struct output *o)
 {
 	hist_reset(&o->total);

@@ -33,6 +33,9 @@ void output__stats(struct output *o, const uint64_t counts[IOT_CNT_MAX], uint64_
 void output__summary(struct output *o, FILE *f);
 void output__summary_json(struct output *o);
 void output__reset_summary(struct output *o);
+/* Summary from in-kernel aggregation: histograms per segment and counts per kind. */
+void output__merge_khist(struct output *o, int seg, const struct iot_khist *k);
+void output__set_kind_counts(struct output *o, const uint64_t counts[IOT_CNT_MAX]);
 uint64_t output__records(const struct output *o);
 
 /* Building blocks, exposed for tests. */

@@ -137,7 +137,41 @@ enum iot_counter {
 	IOT_CNT_STATE_FULL,	/* in-flight state not created: a map was full */
 	IOT_CNT_BIO_UNWALKED,	/* bios of a request beyond the walk bound */
 	IOT_CNT_FILTERED,	/* requests skipped by in-kernel filters */
+	IOT_CNT_REQ_SYSCALL,	/* completed requests by kind (after --min-latency) */
+	IOT_CNT_REQ_URING,
+	IOT_CNT_REQ_AIO,
+	IOT_CNT_REQ_BIO,
+	IOT_CNT_CALL_IO_SUBMIT,	/* control system calls: counted, not records */
+	IOT_CNT_CALL_IO_GETEVENTS,
+	IOT_CNT_CALL_IO_URING_ENTER,
+	IOT_CNT_NS_IO_SUBMIT,	/* time spent in them */
+	IOT_CNT_NS_IO_URING_ENTER,
 	IOT_CNT_MAX,
+};
+
+/*
+ * Latency split segments, named by the layer a request was in between two
+ * stamps; also the index of the in-kernel histograms (plus total, off-CPU).
+ */
+enum iot_seg {
+	IOT_SEG_SYSCALL, IOT_SEG_URING_SUBMIT, IOT_SEG_IOWQ, IOT_SEG_POLL, IOT_SEG_FS,
+	IOT_SEG_PAGECACHE, IOT_SEG_BLOCK, IOT_SEG_IOSCHED, IOT_SEG_DRIVER, IOT_SEG_DEVICE,
+	IOT_SEG_IRQ, IOT_SEG_COMPLETION, IOT_SEG_TASKWORK, IOT_SEG_RETURN,
+	IOT_SEG_TOTAL, IOT_SEG_OFFCPU,
+	IOT_SEG_MAX,
+};
+
+/* Log-linear histogram buckets, shared by the kernel side and user space. */
+#define IOT_HIST_SUB_BITS 4
+#define IOT_HIST_SUB (1u << IOT_HIST_SUB_BITS)
+#define IOT_HIST_BUCKETS (64 * IOT_HIST_SUB)
+
+struct iot_khist {
+	__u64 count;
+	__u64 sum;
+	__u64 max;
+	__u64 pad;
+	__u64 b[IOT_HIST_BUCKETS];
 };
 
 /* The layers a user selects with --layers. */

@@ -68,7 +68,7 @@ static const char *const uring_tps[] = {
 static const char *const syscalls_sync[] = {
 	"read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
 	"preadv2", "pwritev2", "fsync", "fdatasync", "sync_file_range", NULL };
-static const char *const syscalls_aio[] = { "io_submit", "io_getevents", NULL };
+static const char *const syscalls_aio[] = { "io_submit", NULL };
 static const char *const syscalls_uring[] = { "io_uring_enter", NULL };
 
 static void set_err(struct tracer *t, const char *fmt, ...)
@@ -252,7 +252,8 @@ static void choose_routes(struct tracer *t)
 	}
 	if (want(t, IOT_LAYER_AIO)) {
 		n = enable_syscalls(t, syscalls_aio, IOT_LAYER_AIO);
-		if (n == 2)
+		if (n == 1 && syscall_tp_exists("io_getevents") &&
+		    enable_prog(t, "sys_exit_io_getevents", IOT_LAYER_AIO) == 0)
 			layer_set(t, IOT_LAYER_AIO, LAYER_ON, "tracepoint syscalls:io_submit,io_getevents + block");
 		else
 			layer_set(t, IOT_LAYER_AIO, LAYER_UNAVAILABLE, "no io_submit/io_getevents tracepoints");
@@ -399,6 +400,10 @@ static int configure(struct tracer *t)
 	s->rodata->min_ns = o->min_ns;
 	s->rodata->sample_n = o->sample_n;
 	s->rodata->wakeup_bytes = rb / 8;
+	s->rodata->emit_records = !o->kernel_summary;
+	s->rodata->kernel_hist = !!o->kernel_summary;
+	s->rodata->uring_on = !!(o->layers & (1u << IOT_LAYER_IO_URING));
+	s->rodata->wb_on = !!(o->layers & (1u << IOT_LAYER_PAGECACHE));
 	return bpf_map__set_max_entries(s->maps.events, rb);
 }
 
@@ -581,6 +586,54 @@ int tracer__counters(struct tracer *t, uint64_t ret_counts[IOT_CNT_MAX])
 	}
 	free(vals);
 	return 0;
+}
+
+int tracer__khist(struct tracer *t, int seg, struct iot_khist *ret)
+{
+	int ncpu = libbpf_num_possible_cpus(), err = 0;
+	struct iot_khist *vals;
+	__u32 key = seg;
+
+	if (ncpu < 0)
+		return ncpu;
+	if (seg < 0 || seg >= IOT_SEG_MAX)
+		return -EINVAL;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.khists), &key, vals)) {
+		err = -errno;
+		goto out_free;
+	}
+	memset(ret, 0, sizeof(*ret));
+	for (int c = 0; c < ncpu; c++) {
+		ret->count += vals[c].count;
+		ret->sum += vals[c].sum;
+		if (vals[c].max > ret->max)
+			ret->max = vals[c].max;
+		for (unsigned int b = 0; b < IOT_HIST_BUCKETS; b++)
+			ret->b[b] += vals[c].b[b];
+	}
+out_free:
+	free(vals);
+	return err;
+}
+
+int tracer__khist_reset(struct tracer *t)
+{
+	int ncpu = libbpf_num_possible_cpus(), err = 0;
+	struct iot_khist *zero;
+
+	if (ncpu < 0)
+		return ncpu;
+	zero = calloc(ncpu, sizeof(*zero));
+	if (!zero)
+		return -ENOMEM;
+	for (__u32 k = 0; k < IOT_SEG_MAX && !err; k++)
+		if (bpf_map_update_elem(bpf_map__fd(t->skel->maps.khists), &k, zero, BPF_ANY))
+			err = -errno;
+	free(zero);
+	return err;
 }
 
 const struct layer_status *tracer__layer(const struct tracer *t, enum iot_layer l)

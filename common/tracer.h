@@ -30,6 +30,7 @@ struct tracer_opts {
 	uint64_t min_ns;
 	uint32_t sample_n;
 	size_t ringbuf_bytes;
+	int kernel_summary;	/* aggregate into in-kernel histograms; no per-request records */
 	tracer_record_fn on_record;
 	void *ctx;
 };
@@ -58,6 +59,10 @@ int tracer__poll(struct tracer *t, int timeout_ms);
 /* Drain everything the kernel has emitted so far. */
 int tracer__flush(struct tracer *t);
 int tracer__counters(struct tracer *t, uint64_t ret_counts[IOT_CNT_MAX]);
+/* Sum of the per-CPU in-kernel histogram of segment seg (enum iot_seg). */
+int tracer__khist(struct tracer *t, int seg, struct iot_khist *ret_hist);
+/* Zero the in-kernel histograms (for --interval). */
+int tracer__khist_reset(struct tracer *t);
 const struct layer_status *tracer__layer(const struct tracer *t, enum iot_layer l);
 /* The first error message worth showing the user (layer failure etc.). */
 const char *tracer__error(const struct tracer *t);

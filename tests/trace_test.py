@@ -95,6 +95,7 @@ class Tracer:
         stats = [o for o in objs if o.get("type") == "stats"]
         check(stats, "no stats line at exit (loss must be reported)")
         check(stats[-1]["lost"] == 0, "records lost: %s" % stats[-1])
+        self.summaries = [o for o in objs if o.get("type") == "summary"]
         return [o for o in objs if o.get("type") == "io"], stats[-1]
 
 
@@ -117,8 +118,8 @@ def finish_workload(w):
     return ops[:-1]
 
 
-def traced(args, mode, path, count, extra=(), after=None):
-    """Run one workload under iotracer --pid and return (pid, ops, records, layers)."""
+def traced(args, mode, path, count, extra=(), after=None, want_stats=False):
+    """Run one workload under iotracer --pid and return (pid, ops, records, layers[, stats])."""
     w, pid = start_workload(args.iowork, mode, path, count)
     t = None
     try:
@@ -128,11 +129,14 @@ def traced(args, mode, path, count, extra=(), after=None):
         if after:
             after()
         recs, stats = t.stop()
+        stats = dict(stats, summaries=t.summaries)
     finally:
         if w.poll() is None:
             w.kill()
         if t and t.proc.poll() is None:
             t.proc.kill()
+    if want_stats:
+        return pid, ops, recs, layers, stats
     return pid, ops, recs, layers
 
 
@@ -257,7 +261,7 @@ def case_writeback_attribution(args):
 
 def case_uring(args):
     with loop_device() as (dev, _):
-        pid, ops, recs, layers = traced(args, "uring", dev, 16)
+        pid, ops, recs, layers, stats = traced(args, "uring", dev, 16, want_stats=True)
     check_layers_on(layers, ["io_uring", "block"])
     io = [r for r in recs if r["kind"] == "io_uring"]
     same_requests(ops, io, "io_uring reads on %s" % dev)
@@ -267,13 +271,15 @@ def case_uring(args):
         for k in ("uring_submit", "bio_queue", "rq_issue", "rq_complete", "uring_complete"):
             check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
         check_timing(r)
-    enters = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "io_uring_enter"]
-    check(enters, "io_uring_enter calls not reported")
+    # Control calls are counted, not records: at least one submit, at most one per request and reap.
+    check(1 <= stats["calls_io_uring_enter"] <= 32, "io_uring_enter calls: %s" % stats)
+    check(not [r for r in recs if r["kind"] == "syscall"], "control calls must not be request records")
+    check(stats["req_io_uring"] == 16, "stats count %d io_uring requests" % stats["req_io_uring"])
 
 
 def case_aio(args):
     with loop_device() as (dev, _):
-        pid, ops, recs, layers = traced(args, "aio", dev, 16)
+        pid, ops, recs, layers, stats = traced(args, "aio", dev, 16, want_stats=True)
     check_layers_on(layers, ["aio", "block"])
     io = [r for r in recs if r["kind"] == "aio"]
     same_requests(ops, io, "libaio reads on %s" % dev)
@@ -282,8 +288,10 @@ def case_aio(args):
         for k in ("syscall_enter", "bio_queue", "rq_issue", "rq_complete"):
             check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
         check_timing(r)
-    subs = [r for r in recs if r["kind"] == "syscall" and r["syscall"] == "io_submit"]
-    check(sum(r["result"] for r in subs) == 16, "io_submit records do not account for 16 iocbs: %s" % subs)
+    # iowork submits 4 batches of 4 and reaps each batch with one or more io_getevents.
+    check(stats["calls_io_submit"] == 4, "io_submit calls: %s" % stats)
+    check(4 <= stats["calls_io_getevents"] <= 16, "io_getevents calls: %s" % stats)
+    check(stats["req_aio"] == 16, "stats count %d aio requests" % stats["req_aio"])
 
 
 def virtio_root_dir():
@@ -338,6 +346,25 @@ def case_filters(args):
         check(len(bios) == 6 and all("syscall_enter" not in r["ts_ns"] for r in bios),
               "--layers block: want 6 bare bio records, got %s" % [(r["kind"], r["ts_ns"].keys()) for r in recs])
         same_requests(ops, bios, "--layers block")
+
+
+def case_summary(args):
+    """--summary alone aggregates in the kernel: no request records, histograms per layer."""
+    with loop_device() as (dev, _):
+        pid, ops, recs, layers, stats = traced(args, "direct", dev, 20, extra=["--summary"], want_stats=True)
+    check(not recs, "--summary alone must not copy requests out, got %d" % len(recs))
+    check(stats["emitted"] == 0, "records were emitted: %s" % stats)
+    check(stats["req_syscall"] == 20, "summary counted %d syscall requests, issued 20" % stats["req_syscall"])
+    check(len(stats["summaries"]) == 1, "want one summary object at exit, got %d" % len(stats["summaries"]))
+    lay = stats["summaries"][0]["layers"]
+    check(lay["total"]["count"] == 20, "total histogram holds %d requests" % lay["total"]["count"])
+    for name in ("syscall", "block", "device", "completion"):
+        check(name in lay and lay[name]["count"] == 20, "layer %s histogram: %s" % (name, lay.get(name)))
+        h = lay[name]
+        check(h["p50_ns"] <= h["p90_ns"] <= h["p99_ns"] <= h["max_ns"], "percentiles out of order: %s" % h)
+        check(sum(h["log2_ns"].values()) == h["count"], "log2 slots do not add up: %s" % h)
+    check(lay["total"]["max_ns"] >= max(lay[n]["max_ns"] for n in ("syscall", "block", "device")),
+          "a layer took longer than the whole request")
 
 
 def case_cli_errors(args):
