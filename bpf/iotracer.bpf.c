@@ -1037,62 +1037,109 @@ static __always_inline void on_rq_flag(struct request *rq, __u32 flag)
 		b->flags |= flag;
 }
 
+/* What a request's completion gathers from its bios before handing each to its owner. */
+struct iot_rqacc {
+	__u64 rq_ts[RQ_TS_MAX];
+	__u64 keys[RQ_BIO_WALK];
+	__u32 n;
+	__u32 flags;
+	__u32 driver;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iot_rqacc);
+} rqacc SEC(".maps");
+
+static __always_inline struct iot_rqacc *rqacc_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rqacc, &zero);
+}
+
+/*
+ * One bio of a completing request: collect its request stamps (a front merge
+ * may have moved the head). Global functions keep the walk cheap to verify on
+ * older verifiers, which explode on an unrolled walk with branches inside.
+ */
+__noinline int rq_gather_bio(__u64 bkey)
+{
+	struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+	struct iot_rqacc *acc = rqacc_get();
+
+	if (!b || !acc)
+		return 0;
+	acc->keys[acc->n & (RQ_BIO_WALK - 1)] = bkey;
+	acc->n++;
+	for (int k = 0; k < RQ_TS_MAX; k++)
+		set_min(&acc->rq_ts[k], b->rq_ts[k]);
+	acc->flags |= b->flags & (IOT_F_REQUEUED | IOT_F_ERROR);
+	if (b->driver)
+		acc->driver = b->driver;
+	return 0;
+}
+
+__noinline int rq_finish_bio(__u32 i, __u64 now)
+{
+	struct iot_rqacc *acc = rqacc_get();
+	struct iot_bio *b;
+	__u64 bkey;
+
+	if (!acc)
+		return 0;
+	bkey = acc->keys[i & (RQ_BIO_WALK - 1)];
+	b = bpf_map_lookup_elem(&bios, &bkey);
+	if (!b)
+		return 0;
+	__builtin_memcpy(b->rq_ts, acc->rq_ts, sizeof(acc->rq_ts));
+	b->ts_complete = now;
+	b->flags |= acc->flags;
+	b->driver = acc->driver;
+	/* blk_status_t is not an errno; a failed request reports -EIO. */
+	if (acc->flags & IOT_F_ERROR)
+		b->result = -5;
+	return finish_bio(bkey);
+}
+
 static __always_inline void on_rq_complete(struct request *rq, int error)
 {
-	__u64 now = bpf_ktime_get_ns(), irq = 0, rq_ts[RQ_TS_MAX] = {};
-	__u64 keys[RQ_BIO_WALK] = {};
-	__u32 flags = 0, driver = 0, dev;
+	__u64 now = bpf_ktime_get_ns();
+	struct iot_rqacc *acc = rqacc_get();
 	struct bio *bio;
-	int i, n = 0;
+	__u32 n;
+	int i;
 
-	/* Gather the request's stamps from its bios (a front merge may have moved the head). */
+	if (!acc)
+		return;
+	__builtin_memset(acc, 0, sizeof(*acc));
 	bio = BPF_CORE_READ(rq, bio);
 	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
-		__u64 bkey = (__u64)bio;
-		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
-
-		if (b) {
-			keys[n & (RQ_BIO_WALK - 1)] = bkey;
-			n++;
-			for (int k = 0; k < RQ_TS_MAX; k++)
-				set_min(&rq_ts[k], b->rq_ts[k]);
-			flags |= b->flags & (IOT_F_REQUEUED | IOT_F_ERROR);
-			if (b->driver)
-				driver = b->driver;
-		}
+		rq_gather_bio((__u64)bio);
 		bio = BPF_CORE_READ(bio, bi_next);
 	}
 	if (bio)
 		count(IOT_CNT_BIO_UNWALKED);
+	n = acc->n;
 	if (!n)
 		return;
+	if (error)
+		acc->flags |= IOT_F_ERROR;
 	if (irq_on) {
-		struct iot_disk *d;
+		__u32 dev = rq_dev(rq);
+		struct iot_disk *d = bpf_map_lookup_elem(&disks, &dev);
 
-		dev = rq_dev(rq);
-		d = bpf_map_lookup_elem(&disks, &dev);
 		/* The disk's last interrupt, if it came after the issue, is this completion's. */
-		if (d && d->last_irq_ns >= rq_ts[RQ_ISSUE] && d->last_irq_ns <= now)
-			irq = d->last_irq_ns;
+		if (d && d->last_irq_ns >= acc->rq_ts[RQ_ISSUE] && d->last_irq_ns <= now)
+			acc->rq_ts[RQ_IRQ] = d->last_irq_ns;
 	}
-	rq_ts[RQ_IRQ] = irq;
-	if (error) {
-		flags |= IOT_F_ERROR;
-	}
-	for (i = 0; i < RQ_BIO_WALK && i < n; i++) {
-		__u64 bkey = keys[i];
-		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
-
-		if (!b)
-			continue;
-		__builtin_memcpy(b->rq_ts, rq_ts, sizeof(rq_ts));
-		b->ts_complete = now;
-		b->flags |= flags;
-		b->driver = driver;
-		/* blk_status_t is not an errno; a failed request reports -EIO. */
-		if (flags & IOT_F_ERROR)
-			b->result = -5;
-		finish_bio(bkey);
+	for (i = 0; i < RQ_BIO_WALK; i++) {
+		if (i >= n)
+			break;
+		rq_finish_bio(i, now);
 	}
 }
 
@@ -1150,24 +1197,124 @@ int BPF_PROG(raw_scsi_dispatch_cmd_start, void *cmd)
 	return 0;
 }
 
-/* virtio-blk: virtio_queue_rq(hctx, bd) where the kernel lets us probe it. */
-static __always_inline void on_virtio_queue_rq(struct blk_mq_queue_data *bd)
+/*
+ * virtio-blk: a request reaches the device when the virtqueue is kicked
+ * (virtqueue_notify), which may come after several requests were added, and
+ * before virtio_queue_rq() returns; the device may even complete it before
+ * that return. So requests entering the driver wait in a per-CPU list (the
+ * dispatch does not sleep) and the next kick on that CPU stamps them all.
+ */
+#define VIRTIO_PENDING 16
+
+struct iot_rqlist {
+	__u64 rq[VIRTIO_PENDING];
+	__u32 n;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iot_rqlist);
+} virtio_pending SEC(".maps");
+
+static __always_inline struct iot_rqlist *pending_get(void)
 {
-	stamp_driver(BPF_CORE_READ(bd, rq), IOT_DRV_VIRTIO_BLK);
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&virtio_pending, &zero);
+}
+
+static __always_inline void pending_add(struct iot_rqlist *l, __u64 rq)
+{
+	if (l->n < VIRTIO_PENDING)
+		l->rq[l->n & (VIRTIO_PENDING - 1)] = rq;
+	l->n++;
+}
+
+static __always_inline void virtio_enter_rq(struct request *rq)
+{
+	struct iot_rqlist *l = pending_get();
+
+	if (l && rq)
+		pending_add(l, (__u64)rq);
+}
+
+/* virtio_queue_rqs(list): a plug flush hands a whole list over at once. */
+static __always_inline void virtio_enter_list(void *rqlist)
+{
+	struct iot_rqlist *l = pending_get();
+	struct request *rq = NULL;
+
+	if (!l)
+		return;
+	/* Both `struct request **` (6.1) and `struct rq_list *` (6.12+) start with the head. */
+	bpf_probe_read_kernel(&rq, sizeof(rq), rqlist);
+	for (int i = 0; i < VIRTIO_PENDING && rq; i++) {
+		pending_add(l, (__u64)rq);
+		rq = BPF_CORE_READ(rq, rq_next);
+	}
+}
+
+static __always_inline void virtio_kick(void)
+{
+	struct iot_rqlist *l = pending_get();
+
+	if (!l || !l->n)
+		return;
+	for (int i = 0; i < VIRTIO_PENDING; i++) {
+		if (i >= l->n)
+			break;
+		stamp_driver((struct request *)l->rq[i], IOT_DRV_VIRTIO_BLK);
+	}
+	l->n = 0;
 }
 
 SEC("fentry/virtio_queue_rq")
 int BPF_PROG(fentry_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
 {
 	if (bd)
-		on_virtio_queue_rq(bd);
+		virtio_enter_rq(BPF_CORE_READ(bd, rq));
+	return 0;
+}
+
+/* Its argument is a pointer to a pointer, which older verifiers refuse to read from ctx. */
+SEC("fentry/virtio_queue_rqs")
+int BPF_PROG(fentry_virtio_queue_rqs)
+{
+	__u64 rqlist = 0;
+
+	if (!bpf_get_func_arg(ctx, 0, &rqlist) && rqlist)
+		virtio_enter_list((void *)rqlist);
+	return 0;
+}
+
+SEC("fentry/virtqueue_notify")
+int BPF_PROG(fentry_virtqueue_notify)
+{
+	virtio_kick();
 	return 0;
 }
 
 SEC("kprobe/virtio_queue_rq")
 int BPF_KPROBE(kprobe_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
 {
-	on_virtio_queue_rq(bd);
+	virtio_enter_rq(BPF_CORE_READ(bd, rq));
+	return 0;
+}
+
+SEC("kprobe/virtio_queue_rqs")
+int BPF_KPROBE(kprobe_virtio_queue_rqs, void *rqlist)
+{
+	virtio_enter_list(rqlist);
+	return 0;
+}
+
+SEC("kprobe/virtqueue_notify")
+int BPF_KPROBE(kprobe_virtqueue_notify)
+{
+	virtio_kick();
 	return 0;
 }
 
@@ -1316,6 +1463,8 @@ static __always_inline void on_dio_begin(struct kiocb *iocb)
 }
 
 TP2_NN(io_uring_submit_req, req, on_uring_submit(req), struct io_kiocb *req)
+/* Its name before 6.2. */
+TP2_NN(io_uring_submit_sqe, req, on_uring_submit(req), struct io_kiocb *req)
 TP2_NN(io_uring_queue_async_work, req, uring_stamp(req, IOT_TS_URING_ASYNC, IOT_F_URING_PUNTED), struct io_kiocb *req)
 TP2_NN(io_uring_poll_arm, req, uring_stamp(req, IOT_TS_URING_POLL, IOT_F_URING_POLLED), struct io_kiocb *req)
 TP2_NN(io_uring_task_add, req, uring_stamp(req, IOT_TS_URING_TASKWORK, 0), struct io_kiocb *req)

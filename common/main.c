@@ -72,6 +72,9 @@ static const char usage_text[] =
 "  -o, --output FILE      write records to FILE instead of standard output\n"
 "  -v, --verbose          a tree per request; libbpf and verifier messages\n"
 "      --no-status        no live status line on a terminal's stderr\n"
+"      --no-fentry        never attach through fentry/fexit (use kprobes or\n"
+"                         tracepoints; for kernels where fentry misbehaves)\n"
+"      --no-kprobe        never attach through kprobes\n"
 "      --list-layers      print how each layer would be traced here, then exit\n"
 "      --ringbuf-kb KB    kernel-to-user ring buffer size (power of 2, default 512)\n"
 "  -h, --help             this text\n"
@@ -133,7 +136,8 @@ static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t
 	*ret_dev = iot_kdev(major(st.st_dev), minor(st.st_dev));
 }
 
-enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE };
+enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE,
+       OPT_NO_FENTRY, OPT_NO_KPROBE };
 
 static void parse_args(int argc, char **argv, struct cli *c)
 {
@@ -157,6 +161,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "output", required_argument, NULL, 'o' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "no-status", no_argument, NULL, OPT_NO_STATUS },
+		{ "no-fentry", no_argument, NULL, OPT_NO_FENTRY },
+		{ "no-kprobe", no_argument, NULL, OPT_NO_KPROBE },
 		{ "list-layers", no_argument, NULL, OPT_LIST },
 		{ "ringbuf-kb", required_argument, NULL, OPT_RB },
 		{ "help", no_argument, NULL, 'h' },
@@ -252,6 +258,12 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_NO_STATUS:
 			c->status = false;
+			break;
+		case OPT_NO_FENTRY:
+			c->topts.no_fentry = 1;
+			break;
+		case OPT_NO_KPROBE:
+			c->topts.no_kprobe = 1;
 			break;
 		case OPT_LIST:
 			c->list_layers = true;

@@ -54,6 +54,9 @@ static const char *const fs_tps[] = {
 static const char *const pagecache_tps[] = {
 	"mm_filemap_get_pages", "mm_filemap_add_to_page_cache", "writeback_dirty_folio",
 	"writeback_single_inode_start", "writeback_single_inode", NULL };
+/* Lookups (mm_filemap_get_pages, 6.x) and inode writeback are welcome, not required. */
+static const char *const pagecache_required[] = {
+	"mm_filemap_add_to_page_cache", "writeback_dirty_folio", NULL };
 static const char *const sched_tps[] = { "sched_switch", NULL };
 static const char *const block_tps[] = {
 	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
@@ -63,8 +66,7 @@ static const char *const block_tps[] = {
 static const char *const block_required[] = {
 	"block_bio_queue", "block_rq_issue", "block_rq_complete", NULL };
 static const char *const uring_tps[] = {
-	"io_uring_submit_req", "io_uring_queue_async_work", "io_uring_poll_arm",
-	"io_uring_task_add", "io_uring_complete", NULL };
+	"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_task_add", "io_uring_complete", NULL };
 static const char *const syscalls_sync[] = {
 	"read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
 	"preadv2", "pwritev2", "fsync", "fdatasync", "sync_file_range", NULL };
@@ -227,6 +229,34 @@ static bool all_exist(const char *const *tps)
 	return true;
 }
 
+/*
+ * virtio: requests entering virtio_queue_rq/virtio_queue_rqs are stamped at
+ * the next virtqueue_notify (the kick). Returns the route name or NULL.
+ */
+static const char *virtio_route(struct tracer *t)
+{
+	static const char *const funcs[] = { "virtio_queue_rq", "virtio_queue_rqs", "virtqueue_notify" };
+	const char *kind = NULL;
+	char name[64];
+
+	if (!disks_kallsyms_has("virtio_queue_rq") || !disks_kallsyms_has("virtqueue_notify"))
+		return NULL;
+	if (t->fentry_ok && probe_route("probe_fentry", "virtio_queue_rq") &&
+	    probe_route("probe_fentry", "virtqueue_notify"))
+		kind = "fentry";
+	else if (t->kprobe_ok)
+		kind = "kprobe";
+	else
+		return NULL;
+	for (size_t i = 0; i < sizeof(funcs) / sizeof(funcs[0]); i++) {
+		if (i == 1 && !disks_kallsyms_has(funcs[i]))
+			continue;	/* virtio_queue_rqs: 5.18+ */
+		snprintf(name, sizeof(name), "%s_%s", kind, funcs[i]);
+		enable_prog(t, name, IOT_LAYER_VIRTIO);
+	}
+	return kind;
+}
+
 /* Decide a route for every layer and enable its programs. */
 static void choose_routes(struct tracer *t)
 {
@@ -284,7 +314,7 @@ static void choose_routes(struct tracer *t)
 		}
 	}
 	if (want(t, IOT_LAYER_PAGECACHE)) {
-		if (all_exist(pagecache_tps) && enable_tps(t, pagecache_tps, IOT_LAYER_PAGECACHE, "btf_", "raw_"))
+		if (all_exist(pagecache_required) && enable_tps(t, pagecache_tps, IOT_LAYER_PAGECACHE, "btf_", "raw_"))
 			layer_set(t, IOT_LAYER_PAGECACHE, LAYER_ON, "%s filemap + writeback tracepoints", tp_route(t));
 		else
 			layer_set(t, IOT_LAYER_PAGECACHE, LAYER_UNAVAILABLE, "filemap/writeback tracepoints missing");
@@ -305,6 +335,7 @@ static void choose_routes(struct tracer *t)
 	}
 	bool block_on = t->layers[IOT_LAYER_BLOCK].state == LAYER_ON;
 	bool irq_needed = false;
+	const char *r;
 
 	if (want(t, IOT_LAYER_NVME)) {
 		if (!block_on)
@@ -334,13 +365,9 @@ static void choose_routes(struct tracer *t)
 			layer_set(t, IOT_LAYER_VIRTIO, LAYER_UNAVAILABLE, "needs the block layer");
 		else if (!vd)
 			layer_set(t, IOT_LAYER_VIRTIO, LAYER_UNAVAILABLE, "no virtio-blk disk on this machine");
-		else if (t->fentry_ok && probe_route("probe_fentry", "virtio_queue_rq")) {
-			enable_prog(t, "fentry_virtio_queue_rq", IOT_LAYER_VIRTIO);
-			layer_set(t, IOT_LAYER_VIRTIO, LAYER_ON, "fentry virtio_queue_rq + irq (%s)", vd);
-			irq_needed = true;
-		} else if (t->kprobe_ok && disks_kallsyms_has("virtio_queue_rq")) {
-			enable_prog(t, "kprobe_virtio_queue_rq", IOT_LAYER_VIRTIO);
-			layer_set(t, IOT_LAYER_VIRTIO, LAYER_ON, "kprobe virtio_queue_rq + irq (%s)", vd);
+		else if ((r = virtio_route(t))) {
+			layer_set(t, IOT_LAYER_VIRTIO, LAYER_ON, "%s virtio_queue_rq{,s} + virtqueue_notify + irq (%s)",
+				  r, vd);
 			irq_needed = true;
 		} else {
 			t->skel->rodata->virtio_derived = 1;
@@ -355,7 +382,13 @@ static void choose_routes(struct tracer *t)
 		t->skel->rodata->irq_on = 1;
 	}
 	if (want(t, IOT_LAYER_IO_URING)) {
-		if (all_exist(uring_tps) && enable_tps(t, uring_tps, IOT_LAYER_IO_URING, "btf_", "raw_")) {
+		/* io_uring_submit_req was io_uring_submit_sqe before 6.2. */
+		const char *submit = tp_exists("io_uring_submit_req") ? "io_uring_submit_req" :
+				     tp_exists("io_uring_submit_sqe") ? "io_uring_submit_sqe" : NULL;
+		const char *const submit_tps[] = { submit, NULL };
+
+		if (submit && all_exist(uring_tps) && enable_tps(t, uring_tps, IOT_LAYER_IO_URING, "btf_", "raw_") &&
+		    enable_tps(t, submit_tps, IOT_LAYER_IO_URING, "btf_", "raw_")) {
 			enable_syscalls(t, syscalls_uring, IOT_LAYER_IO_URING);
 			if (tp_exists("iomap_dio_rw_begin"))
 				enable_prog(t, t->use_btf ? "btf_uring_dio_begin" : "raw_uring_dio_begin", IOT_LAYER_IO_URING);
@@ -452,8 +485,8 @@ static int prepare(struct tracer *t)
 		return err;
 	}
 	t->tp_btf_ok = probe_route("probe_tp_btf", NULL);
-	t->fentry_ok = probe_route("probe_fentry", "vfs_read");
-	t->kprobe_ok = kprobes_present();
+	t->fentry_ok = !t->opts.no_fentry && probe_route("probe_fentry", "vfs_read");
+	t->kprobe_ok = !t->opts.no_kprobe && kprobes_present();
 	t->use_btf = t->tp_btf_ok;
 	err = open_skel(t);
 	if (err)

@@ -30,7 +30,9 @@ struct tracer_opts {
 	uint64_t min_ns;
 	uint32_t sample_n;
 	size_t ringbuf_bytes;
-	int kernel_summary;	/* aggregate into in-kernel histograms; no per-request records */
+	int kernel_summary;
+	int no_fentry;		/* never take fentry/fexit routes */
+	int no_kprobe;		/* never take kprobe routes */	/* aggregate into in-kernel histograms; no per-request records */
 	tracer_record_fn on_record;
 	void *ctx;
 };
