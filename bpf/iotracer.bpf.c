@@ -104,12 +104,25 @@ struct iot_wb {
 	__u32 pad;
 };
 
+/*
+ * Per-thread state. An entry outlives its system call (seq = 0 marks it idle)
+ * so that the next call reuses it in place instead of inserting and deleting
+ * a hash element each time; LRU evicts the entries of threads long gone.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_THREADS);
 	__type(key, __u32);
 	__type(value, struct iot_thread);
 } threads SEC(".maps");
+
+/* The thread's state while it is in a traced system call, else NULL. */
+static __always_inline struct iot_thread *thread_active(__u32 tid)
+{
+	struct iot_thread *t = bpf_map_lookup_elem(&threads, &tid);
+
+	return t && t->seq ? t : NULL;
+}
 
 /* The io_uring request a thread is issuing right now (inline issue). */
 struct {
@@ -464,7 +477,7 @@ __noinline int finish_bio(__u64 bio_key)
 	switch (b->owner_kind) {
 	case OWN_SYSCALL:
 		tid = b->owner_key;
-		t = bpf_map_lookup_elem(&threads, &tid);
+		t = thread_active(tid);
 		if (t && t->seq == b->owner_seq) {
 			fold_bio(&t->rec, b);
 			break;
@@ -562,10 +575,22 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 	if (sampled_out())
 		return;
 
-	t = scratch_thread();
-	if (!t)
-		return;
-	__builtin_memset(t, 0, sizeof(*t));
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (!t) {
+		struct iot_thread *z = scratch_thread();
+
+		if (!z)
+			return;
+		__builtin_memset(z, 0, sizeof(*z));
+		bpf_map_update_elem(&threads, &tid, z, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&threads, &tid);
+		if (!t) {
+			count(IOT_CNT_STATE_FULL);
+			return;
+		}
+	}
+	__builtin_memset(&t->rec, 0, sizeof(t->rec));
+	t->offcpu_start = 0;
 	r = &t->rec;
 	r->kind = IOT_KIND_SYSCALL;
 	r->syscall = sys;
@@ -583,14 +608,12 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 	r->ts[IOT_TS_SYSCALL_ENTER] = bpf_ktime_get_ns();
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
 	t->seq = r->ts[IOT_TS_SYSCALL_ENTER];
-	if (bpf_map_update_elem(&threads, &tid, t, BPF_ANY))
-		count(IOT_CNT_STATE_FULL);
 }
 
 static __always_inline void sys_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct iot_thread *t = bpf_map_lookup_elem(&threads, &tid);
+	struct iot_thread *t = thread_active(tid);
 
 	if (!t)
 		return;
@@ -613,7 +636,7 @@ static __always_inline void sys_exit(long ret)
 			t->rec.len = ret;
 		emit(&t->rec);
 	}
-	bpf_map_delete_elem(&threads, &tid);
+	t->seq = 0;
 }
 
 #define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd)				\
@@ -682,7 +705,7 @@ static __always_inline struct iot_record *current_owner_rec(__u32 tid, __u64 **r
 			return u;
 		}
 	}
-	t = bpf_map_lookup_elem(&threads, &tid);
+	t = thread_active(tid);
 	if (t && t->rec.syscall != IOT_SYS_IO_URING_ENTER)
 		return &t->rec;
 	return NULL;
@@ -772,14 +795,18 @@ static __always_inline void on_dirty_folio(struct address_space *mapping)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct iot_thread *t = bpf_map_lookup_elem(&threads, &tid);
+	struct iot_thread *t = thread_active(tid);
 	struct inode *host;
 	struct iot_dirtier_key k = {};
 	struct iot_dirtier d = {}, *old;
 
 	stamp_pc(PC_DIRTY, 1);
-	/* Only a traced syscall (which passed the filters) becomes an inode's dirtier. */
-	if (!t)
+	/*
+	 * Only a traced syscall (which passed the filters) becomes an inode's
+	 * dirtier; and iotracer itself, so that the writeback of its own output
+	 * is not traced (it would feed itself).
+	 */
+	if (!t && (id >> 32) != self_pid)
 		return;
 	host = BPF_CORE_READ(mapping, host);
 	k.ino = BPF_CORE_READ(host, i_ino);
@@ -789,8 +816,10 @@ static __always_inline void on_dirty_folio(struct address_space *mapping)
 		return;
 	d.pid = id >> 32;
 	d.tid = tid;
-	d.cgroup_id = t->rec.cgroup_id;
-	__builtin_memcpy(d.comm, t->rec.comm, IOT_COMM_LEN);
+	if (t) {
+		d.cgroup_id = t->rec.cgroup_id;
+		__builtin_memcpy(d.comm, t->rec.comm, IOT_COMM_LEN);
+	}
 	bpf_map_update_elem(&dirtiers, &k, &d, BPF_ANY);
 }
 
@@ -821,20 +850,26 @@ TP2(writeback_single_inode, on_wb_end(), struct inode *inode)
 
 /* ---------- sched layer: off-CPU time of threads waiting for their I/O ---------- */
 
-static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, __u32 prev_state)
+/*
+ * Only waits for I/O count (io_schedule() sets in_iowait), which also spares
+ * the map lookups on the many switches of threads that wait for nothing of ours.
+ */
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, __u32 prev_state,
+				      bool prev_iowait, bool next_iowait)
 {
-	__u32 prev_tid = BPF_CORE_READ(prev, pid), next_tid = BPF_CORE_READ(next, pid);
 	struct iot_thread *t;
 	__u64 now = 0;
 
-	if (prev_state) {	/* blocked, not preempted */
-		t = bpf_map_lookup_elem(&threads, &prev_tid);
+	if (prev_state && prev_iowait) {
+		t = thread_active(BPF_CORE_READ(prev, pid));
 		if (t) {
 			now = bpf_ktime_get_ns();
 			t->offcpu_start = now;
 		}
 	}
-	t = bpf_map_lookup_elem(&threads, &next_tid);
+	if (!next_iowait)
+		return;
+	t = thread_active(BPF_CORE_READ(next, pid));
 	if (t && t->offcpu_start) {
 		if (!now)
 			now = bpf_ktime_get_ns();
@@ -843,8 +878,25 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	}
 }
 
-TP2_NN(sched_switch, prev && next, on_switch(prev, next, prev_state), bool preempt, struct task_struct *prev,
-    struct task_struct *next, unsigned int prev_state)
+/* Runs on every context switch: tp_btf reads the task fields directly, without helper calls. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(btf_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	if (prev && next)
+		on_switch(prev, next, prev_state, prev_state && BPF_CORE_READ_BITFIELD(prev, in_iowait),
+			  BPF_CORE_READ_BITFIELD(next, in_iowait));
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	on_switch(prev, next, prev_state, prev_state && BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait),
+		  BPF_CORE_READ_BITFIELD_PROBED(next, in_iowait));
+	return 0;
+}
 
 /* ---------- block layer ---------- */
 
@@ -920,6 +972,8 @@ static __always_inline void on_bio_queue(struct bio *bio)
 			k.dev = w->dev;
 			d = bpf_map_lookup_elem(&dirtiers, &k);
 		}
+		if (d && d->pid == self_pid)
+			return;
 		if (d) {
 			b.pid = d->pid;
 			b.tid = d->tid;
@@ -1396,7 +1450,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		r->len = BPF_CORE_READ(io, len);
 	}
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
-	t = bpf_map_lookup_elem(&threads, &tid);
+	t = thread_active(tid);
 	if (t)
 		r->ts[IOT_TS_SYSCALL_ENTER] = t->rec.ts[IOT_TS_SYSCALL_ENTER];
 	r->ts[IOT_TS_URING_SUBMIT] = bpf_ktime_get_ns();

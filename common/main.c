@@ -355,9 +355,13 @@ static void fetch_summary(struct tracer *t, struct output *out, const uint64_t c
 
 static void print_summary(struct cli *c, struct tracer *t, struct output *out, FILE *of, bool reset)
 {
-	uint64_t counts[IOT_CNT_MAX] = {};
+	/* Kernel counters only grow: an interval reports what came since the last one. */
+	static uint64_t prev[IOT_CNT_MAX];
+	uint64_t counts[IOT_CNT_MAX] = {}, now[IOT_CNT_MAX] = {};
 
-	tracer__counters(t, counts);
+	tracer__counters(t, now);
+	for (int i = 0; i < IOT_CNT_MAX; i++)
+		counts[i] = now[i] - prev[i];
 	if (c->topts.kernel_summary) {
 		output__reset_summary(out);
 		fetch_summary(t, out, counts);
@@ -375,6 +379,7 @@ static void print_summary(struct cli *c, struct tracer *t, struct output *out, F
 		output__reset_summary(out);
 		if (c->topts.kernel_summary)
 			tracer__khist_reset(t);
+		memcpy(prev, now, sizeof(prev));
 	}
 }
 
@@ -488,14 +493,17 @@ int main(int argc, char **argv)
 			break;
 		if (tty && now >= next_status) {
 			tracer__counters(t, counts);
-			fprintf(stderr, "\r\033[K%" PRIu64 " req/s, %" PRIu64 " lost", output__records(out) - last_records,
+			/* The kernel counts requests in both modes (records or in-kernel summary). */
+			uint64_t reqs = counts[IOT_CNT_REQ_SYSCALL] + counts[IOT_CNT_REQ_URING] +
+					counts[IOT_CNT_REQ_AIO] + counts[IOT_CNT_REQ_BIO];
+
+			fprintf(stderr, "\r\033[K%" PRIu64 " req/s, %" PRIu64 " lost", reqs - last_records,
 				counts[IOT_CNT_LOST]);
-			last_records = output__records(out);
+			last_records = reqs;
 			next_status = now + 1000000000ULL;
 		}
 		if (next_interval && now >= next_interval) {
 			print_summary(&c, t, out, of, true);
-			last_records = 0;
 			next_interval = now + (uint64_t)(c.interval_s * 1e9);
 		}
 	}

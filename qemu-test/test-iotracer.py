@@ -20,6 +20,8 @@ TS_ORDER = ["syscall_enter", "uring_submit", "uring_async", "uring_poll", "fs", 
             "bio_queue", "rq_insert", "rq_issue", "driver", "irq", "rq_complete", "bio_end",
             "uring_taskwork", "uring_complete", "syscall_exit"]
 COUNT = 12
+# The disks the guest gets, and what iotracer must call their driver.
+DISKS = [("vda", "virtio-blk", "raw", "virtio"), ("nvme0n1", "nvme", "qcow2", "nvme"), ("sda", "scsi", "raw", "scsi")]
 
 GUEST_SCRIPT = r"""
 set -u
@@ -36,16 +38,18 @@ run_case() {
     fi
     sleep 0.1
   done
-  echo go | iowork direct /dev/vda %(count)d > /tmp/ops.json
+  for d in vda nvme0n1 sda; do
+    echo go | iowork direct /dev/$d %(count)d > /tmp/ops.$d.json
+  done
   sleep 1
   kill -INT $tp
   wait $tp
   echo "=== $label rc $?"
-  echo "=== $label ops"; cat /tmp/ops.json
+  for d in vda nvme0n1 sda; do echo "=== $label ops $d"; cat /tmp/ops.$d.json; done
   echo "=== $label trace"; cat /tmp/t.json
   echo "=== $label stderr"; cat /tmp/t.err
 }
-echo "=== vda"; cat /sys/block/vda/dev
+for d in vda nvme0n1 sda; do echo "=== dev $d"; cat /sys/block/$d/dev; done
 run_case fentry
 run_case kprobe --no-fentry
 echo "=== end"
@@ -76,28 +80,33 @@ def check_case(secs, label, fs_route, virtio_route):
     check(label + " rc 0" in secs, "%s: iotracer did not exit 0: %s\n%s" % (
         label, [k for k in secs if k.startswith(label)], "\n".join(secs.get(label + " stderr", []))))
     objs = [json.loads(l) for l in secs[label + " trace"] if l.strip()]
-    ops = [json.loads(l) for l in secs[label + " ops"] if l.strip()]
-    ops = [o for o in ops if "op" in o]
-    check(len(ops) == COUNT, "%s: iowork reported %d requests" % (label, len(ops)))
     layers = {o["layer"]: o for o in objs if o.get("type") == "layer"}
-    for name in ("syscall", "fs", "block", "virtio"):
+    for name in ("syscall", "fs", "block", "virtio", "nvme", "scsi"):
         check(layers[name]["state"] == "on", "%s: layer %s not on: %s" % (label, name, layers[name]))
     check(layers["fs"]["route"].startswith(fs_route), "%s: fs route is %r" % (label, layers["fs"]["route"]))
     check(layers["virtio"]["route"].startswith(virtio_route),
           "%s: virtio route is %r" % (label, layers["virtio"]["route"]))
     stats = [o for o in objs if o.get("type") == "stats"]
     check(stats and stats[-1]["lost"] == 0, "%s: loss or no stats: %s" % (label, stats))
-    # --comm iowork also catches the dynamic loader reading libraries from the initramfs: keep /dev/vda's.
-    vda = secs["vda"][0].strip()
-    recs = [o for o in objs if o.get("type") == "io" and o["kind"] == "syscall"
-            and o["syscall"] in ("pread64", "pwrite64") and o["dev"] == vda]
+    for disk, driver, _, _ in DISKS:
+        ops = [json.loads(l) for l in secs["%s ops %s" % (label, disk)] if l.strip()]
+        ops = [o for o in ops if "op" in o]
+        check(len(ops) == COUNT, "%s: iowork reported %d requests on %s" % (label, len(ops), disk))
+        # --comm iowork also catches the dynamic loader reading libraries from the initramfs: keep the disk's.
+        dev = secs["dev " + disk][0].strip()
+        recs = [o for o in objs if o.get("type") == "io" and o["kind"] == "syscall"
+                and o["syscall"] in ("pread64", "pwrite64") and o["dev"] == dev]
+        check_disk(label, disk, driver, ops, recs)
+
+
+def check_disk(label, disk, driver, ops, recs):
     want = sorted((o["op"], o["sector"], o["len"]) for o in ops)
     got = sorted((r["op"], r["sector"] if r["sector"] is not None else -1, r["len"]) for r in recs)
-    check(want == got, "%s: requests differ\n  issued:   %s\n  reported: %s" % (label, want, got))
+    check(want == got, "%s %s: requests differ\n  issued:   %s\n  reported: %s" % (label, disk, want, got))
     for r in recs:
-        check(r.get("driver") == "virtio-blk", "%s: not seen as virtio-blk: %s" % (label, r))
+        check(r.get("driver") == driver, "%s: %s not seen as %s: %s" % (label, disk, driver, r))
         for k in ("syscall_enter", "fs", "bio_queue", "rq_issue", "driver", "rq_complete", "syscall_exit"):
-            check(k in r["ts_ns"], "%s: no %s stamp: %s" % (label, k, r))
+            check(k in r["ts_ns"], "%s %s: no %s stamp: %s" % (label, disk, k, r))
         ts = [r["ts_ns"][k] for k in TS_ORDER if k in r["ts_ns"]]
         check(ts == sorted(ts), "%s: stamps out of order: %s" % (label, r["ts_ns"]))
         check(sum(s["ns"] for s in r["split_ns"]) == r["total_ns"], "%s: split does not add up" % label)
@@ -117,11 +126,16 @@ def main():
         print("FAIL: building the guest failed")
         return 1
     with tempfile.TemporaryDirectory(prefix="iotracer-qemu-") as tmp:
-        disk = os.path.join(tmp, "disk.img")
-        with open(disk, "wb") as f:
-            f.truncate(64 << 20)
-        r = subprocess.run([os.path.join(HERE, "run-guest.sh"), "--build-dir", build, "--timeout", "600",
-                            "--disk", disk + ",format=raw", "--", GUEST_SCRIPT], capture_output=True, text=True)
+        cmd = [os.path.join(HERE, "run-guest.sh"), "--build-dir", build, "--timeout", "600"]
+        for name, _, fmt, iface in DISKS:
+            img = os.path.join(tmp, name + "." + fmt)
+            if fmt == "raw":
+                with open(img, "wb") as f:
+                    f.truncate(64 << 20)
+            else:
+                subprocess.run(["qemu-img", "create", "-q", "-f", fmt, img, "64M"], check=True)
+            cmd += ["--disk", "%s,format=%s,if=%s" % (img, fmt, iface)]
+        r = subprocess.run(cmd + ["--", GUEST_SCRIPT], capture_output=True, text=True)
     if r.returncode == 77:
         print("SKIP: QEMU cannot run here: " + r.stderr[-2000:])
         return 77
@@ -135,7 +149,8 @@ def main():
         print("FAIL: %s" % e)
         print("--- guest stdout tail ---\n" + r.stdout[-3000:])
         return 1
-    print("PASS: %d requests traced in the guest through the fentry and the kprobe routes" % COUNT)
+    print("PASS: %d requests on each of virtio-blk, nvme and scsi traced in the guest, through the fentry "
+          "and the kprobe routes" % COUNT)
     return 0
 
 

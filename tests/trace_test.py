@@ -216,6 +216,10 @@ def case_loop_direct(args):
         for k in ("syscall_enter", "bio_queue", "rq_issue", "rq_complete", "syscall_exit"):
             check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
         check_timing(r)
+        check(r["offcpu_ns"] <= r["total_ns"], "off-CPU longer than the call: %s" % r)
+    # A synchronous direct read sleeps in io_schedule() until its bio completes.
+    check(sum(1 for r in io if r["offcpu_ns"] > 0) >= len(io) // 2,
+          "sched layer: no off-CPU time on direct reads: %s" % [r["offcpu_ns"] for r in io])
 
 
 def case_buffered_fsync(args):
