@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -415,7 +416,12 @@ static int configure(struct tracer *t)
 {
 	struct iotracer_bpf *s = t->skel;
 	const struct tracer_opts *o = &t->opts;
-	size_t rb = o->ringbuf_bytes ? o->ringbuf_bytes : 512 * 1024;
+	/*
+	 * The ring buffer is mapped twice into our address space and all of it
+	 * counts as resident: 256 KiB (~85 ms of records at 12k requests/s)
+	 * by default, one page when the kernel aggregates and sends nothing.
+	 */
+	size_t rb = o->ringbuf_bytes ? o->ringbuf_bytes : o->kernel_summary ? 4096 : 256 * 1024;
 
 	s->rodata->self_pid = getpid();
 	s->rodata->filter_pid = o->pid;
@@ -512,6 +518,24 @@ static int fill_disk_maps(struct tracer *t)
 	return 0;
 }
 
+/*
+ * The BPF object is embedded in our binary; once the kernel has the programs
+ * its pages are dead weight in our resident set: let the kernel drop them
+ * (they are file-backed and read-only, so nothing is lost).
+ */
+static void drop_elf_pages(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t sz = 0;
+	uintptr_t start, end;
+	const void *elf = iotracer_bpf__elf_bytes(&sz);
+
+	start = ((uintptr_t)elf + page - 1) & ~(uintptr_t)(page - 1);
+	end = ((uintptr_t)elf + sz) & ~(uintptr_t)(page - 1);
+	if (end > start)
+		madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 int tracer__load(struct tracer *t)
 {
 	int err;
@@ -537,9 +561,12 @@ int tracer__load(struct tracer *t)
 		return err;
 	}
 	err = fill_disk_maps(t);
-	if (err)
+	if (err) {
 		set_err(t, "cannot fill the disk maps: %s", strerror(-err));
-	return err;
+		return err;
+	}
+	drop_elf_pages();
+	return 0;
 }
 
 static int on_sample(void *ctx, void *data, size_t size)
