@@ -90,6 +90,65 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 		b->w += n;
 }
 
+/*
+ * JSON is the format a program reads at full rate, so it is built with plain
+ * appends: a printf per field cost more than everything the kernel side does
+ * for the request.
+ */
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->w + n < b->len)
+		memcpy(b->p + b->w, s, n);
+	b->w += n;
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+#define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
+
+static void sb_u64(struct sbuf *b, uint64_t v)
+{
+	char tmp[20];
+	int n = 0;
+
+	do {
+		tmp[sizeof(tmp) - 1 - n++] = '0' + v % 10;
+		v /= 10;
+	} while (v);
+	sb_put(b, tmp + sizeof(tmp) - n, n);
+}
+
+static void sb_i64(struct sbuf *b, int64_t v)
+{
+	if (v < 0) {
+		SB_LIT(b, "-");
+		sb_u64(b, -(uint64_t)v);
+	} else {
+		sb_u64(b, v);
+	}
+}
+
+/* ,"key":value */
+static void sb_kv_u64(struct sbuf *b, const char *key, uint64_t v)
+{
+	SB_LIT(b, ",\"");
+	sb_str(b, key);
+	SB_LIT(b, "\":");
+	sb_u64(b, v);
+}
+
+static void sb_kv_str(struct sbuf *b, const char *key, const char *v)
+{
+	SB_LIT(b, ",\"");
+	sb_str(b, key);
+	SB_LIT(b, "\":\"");
+	sb_str(b, v);
+	SB_LIT(b, "\"");
+}
+
 static const char *what(const struct iot_record *r, char *buf, size_t len)
 {
 	switch (r->kind) {
@@ -118,10 +177,13 @@ static void flag_names(const struct iot_record *r, struct sbuf *b, bool json)
 	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
 		if (!(r->flags & tab[i].f))
 			continue;
+		if (!first)
+			sb_put(b, ",", 1);
 		if (json)
-			sb_printf(b, "%s\"%s\"", first ? "" : ",", tab[i].n);
-		else
-			sb_printf(b, "%s%s", first ? "" : ",", tab[i].n);
+			sb_put(b, "\"", 1);
+		sb_str(b, tab[i].n);
+		if (json)
+			sb_put(b, "\"", 1);
 		first = false;
 	}
 }
@@ -186,46 +248,79 @@ int output_format_json(const struct iot_record *r, char *buf, size_t len)
 	iot_record_split(r, &s);
 	format_kdev(r->dev, dev, sizeof(dev));
 	json_escape(r->comm, IOT_COMM_LEN, comm, sizeof(comm));
-	sb_printf(&b, "{\"type\":\"io\",\"kind\":\"%s\"", iot_kind_name(r->kind));
+	SB_LIT(&b, "{\"type\":\"io\"");
+	sb_kv_str(&b, "kind", iot_kind_name(r->kind));
 	if (r->syscall)
-		sb_printf(&b, ",\"syscall\":\"%s\"", iot_syscall_name(r->syscall));
-	sb_printf(&b, ",\"op\":\"%s\",\"pid\":%u,\"tid\":%u,\"actor_tid\":%u,\"comm\":\"%s\",\"cgroup\":%" PRIu64,
-		  iot_op_name(r->op), r->pid, r->tid, r->actor_tid, comm, (uint64_t)r->cgroup_id);
-	sb_printf(&b, ",\"attribution\":\"%s\",\"dev\":\"%s\",\"inode\":%" PRIu64, iot_attribution(r),
-		  r->dev ? dev : "", (uint64_t)r->inode);
+		sb_kv_str(&b, "syscall", iot_syscall_name(r->syscall));
+	sb_kv_str(&b, "op", iot_op_name(r->op));
+	sb_kv_u64(&b, "pid", r->pid);
+	sb_kv_u64(&b, "tid", r->tid);
+	sb_kv_u64(&b, "actor_tid", r->actor_tid);
+	sb_kv_str(&b, "comm", comm);
+	sb_kv_u64(&b, "cgroup", r->cgroup_id);
+	sb_kv_str(&b, "attribution", iot_attribution(r));
+	sb_kv_str(&b, "dev", r->dev ? dev : "");
+	sb_kv_u64(&b, "inode", r->inode);
 	if (r->offset != IOT_UNKNOWN_U64)
-		sb_printf(&b, ",\"offset\":%" PRIu64, (uint64_t)r->offset);
+		sb_kv_u64(&b, "offset", r->offset);
 	else
-		sb_printf(&b, ",\"offset\":null");
+		SB_LIT(&b, ",\"offset\":null");
 	if (r->sector != IOT_UNKNOWN_U64)
-		sb_printf(&b, ",\"sector\":%" PRIu64, (uint64_t)r->sector);
+		sb_kv_u64(&b, "sector", r->sector);
 	else
-		sb_printf(&b, ",\"sector\":null");
-	sb_printf(&b, ",\"len\":%u,\"bio_bytes\":%u,\"nr_bios\":%u,\"result\":%" PRId64, r->len, r->bio_bytes,
-		  r->nr_bios, (int64_t)r->result);
+		SB_LIT(&b, ",\"sector\":null");
+	sb_kv_u64(&b, "len", r->len);
+	sb_kv_u64(&b, "bio_bytes", r->bio_bytes);
+	sb_kv_u64(&b, "nr_bios", r->nr_bios);
+	SB_LIT(&b, ",\"result\":");
+	sb_i64(&b, r->result);
 	if (r->driver)
-		sb_printf(&b, ",\"driver\":\"%s\"", iot_driver_name(r->driver));
-	if (r->kind == IOT_KIND_URING)
-		sb_printf(&b, ",\"uring\":{\"opcode\":%u,\"user_data\":%" PRIu64 "}", r->uring_opcode,
-			  (uint64_t)r->user_data);
-	sb_printf(&b, ",\"pagecache\":{\"pages\":%u,\"misses\":%u,\"dirtied\":%u}", r->pc_pages, r->pc_misses,
-		  r->pc_dirtied);
-	sb_printf(&b, ",\"flags\":[");
+		sb_kv_str(&b, "driver", iot_driver_name(r->driver));
+	if (r->kind == IOT_KIND_URING) {
+		SB_LIT(&b, ",\"uring\":{\"opcode\":");
+		sb_u64(&b, r->uring_opcode);
+		sb_kv_u64(&b, "user_data", r->user_data);
+		SB_LIT(&b, "}");
+	}
+	SB_LIT(&b, ",\"pagecache\":{\"pages\":");
+	sb_u64(&b, r->pc_pages);
+	sb_kv_u64(&b, "misses", r->pc_misses);
+	sb_kv_u64(&b, "dirtied", r->pc_dirtied);
+	SB_LIT(&b, "},\"flags\":[");
 	flag_names(r, &b, true);
-	sb_printf(&b, "],\"ts_ns\":{");
+	SB_LIT(&b, "],\"ts_ns\":{");
 	first = true;
 	for (int i = 0; i < IOT_TS_MAX; i++) {
 		if (!r->ts[i])
 			continue;
-		sb_printf(&b, "%s\"%s\":%" PRIu64, first ? "" : ",", iot_ts_name(i), (uint64_t)r->ts[i]);
+		if (!first)
+			SB_LIT(&b, ",");
+		SB_LIT(&b, "\"");
+		sb_str(&b, iot_ts_name(i));
+		SB_LIT(&b, "\":");
+		sb_u64(&b, r->ts[i]);
 		first = false;
 	}
-	sb_printf(&b, "},\"split_ns\":[");
-	for (int i = 0; i < s.n; i++)
-		sb_printf(&b, "%s{\"layer\":\"%s\",\"from\":\"%s\",\"ns\":%" PRIu64 "}", i ? "," : "", s.name[i],
-			  iot_ts_name(s.from_ts[i]), s.ns[i]);
-	sb_printf(&b, "],\"total_ns\":%" PRIu64 ",\"offcpu_ns\":%" PRIu64 "}", s.total_ns, (uint64_t)r->offcpu_ns);
-	return b.w < len ? (int)b.w : -ENOSPC;
+	SB_LIT(&b, "},\"split_ns\":[");
+	for (int i = 0; i < s.n; i++) {
+		if (i)
+			SB_LIT(&b, ",");
+		SB_LIT(&b, "{\"layer\":\"");
+		sb_str(&b, s.name[i]);
+		SB_LIT(&b, "\",\"from\":\"");
+		sb_str(&b, iot_ts_name(s.from_ts[i]));
+		SB_LIT(&b, "\",\"ns\":");
+		sb_u64(&b, s.ns[i]);
+		SB_LIT(&b, "}");
+	}
+	SB_LIT(&b, "],\"total_ns\":");
+	sb_u64(&b, s.total_ns);
+	sb_kv_u64(&b, "offcpu_ns", r->offcpu_ns);
+	SB_LIT(&b, "}");
+	if (b.w >= len)
+		return -ENOSPC;
+	buf[b.w] = 0;
+	return (int)b.w;
 }
 
 static void account(struct output *o, const struct iot_record *r)
