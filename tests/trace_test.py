@@ -118,11 +118,13 @@ def finish_workload(w):
     return ops[:-1]
 
 
-def traced(args, mode, path, count, extra=(), after=None, want_stats=False):
+def traced(args, mode, path, count, extra=(), after=None, want_stats=False, setup=None):
     """Run one workload under iotracer --pid and return (pid, ops, records, layers[, stats])."""
     w, pid = start_workload(args.iowork, mode, path, count)
     t = None
     try:
+        if setup:
+            setup(pid)
         t = Tracer(args.iotracer, ["--pid", str(pid)] + list(extra))
         layers = t.wait_ready()
         ops = finish_workload(w)
@@ -350,6 +352,46 @@ def case_filters(args):
         check(len(bios) == 6 and all("syscall_enter" not in r["ts_ns"] for r in bios),
               "--layers block: want 6 bare bio records, got %s" % [(r["kind"], r["ts_ns"].keys()) for r in recs])
         same_requests(ops, bios, "--layers block")
+
+
+def case_file_filters(args):
+    """--file, --dir, --comm, --cgroup and --sample select exactly the requests they name, in the kernel."""
+    def io_of(recs):
+        return [r for r in recs if r["kind"] == "syscall" and r["syscall"] in ("pread64", "pwrite64")]
+
+    cg_root = "/sys/fs/cgroup/unified" if os.path.ismount("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+    with ext4_on_loop() as (dev, mnt):
+        for d in ("a", "b"):
+            os.mkdir(os.path.join(mnt, d))
+            run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, d, "f"), "bs=1M", "count=4", "oflag=direct",
+                 "status=none"])
+        fa, fb = os.path.join(mnt, "a", "f"), os.path.join(mnt, "b", "f")
+        for extra, want in ((["--file", fa], True), (["--file", fb], False), (["--dir", mnt], True),
+                            (["--dir", os.path.join(mnt, "a")], True), (["--dir", os.path.join(mnt, "b")], False),
+                            (["--comm", "iowork"], True), (["--comm", "not-iowork"], False),
+                            (["--sample", "1"], True), (["--sample", "1000000"], False)):
+            _, ops, recs, _ = traced(args, "direct", fa, 6, extra=extra)
+            if want:
+                same_requests(ops, io_of(recs), " ".join(extra))
+            else:
+                check(not io_of(recs), "%s let through %d requests" % (" ".join(extra), len(io_of(recs))))
+        if not os.path.exists(os.path.join(cg_root, "cgroup.procs")):
+            return
+        cgs = [tempfile.mkdtemp(prefix="iotracer-test-", dir=cg_root) for _ in range(2)]
+        try:
+            def into_first(pid):
+                with open(os.path.join(cgs[0], "cgroup.procs"), "w") as f:
+                    f.write(str(pid))
+            for cg, want in ((cgs[0], True), (cgs[1], False)):
+                _, ops, recs, _ = traced(args, "direct", fa, 6, extra=["--cgroup", cg], setup=into_first)
+                if want:
+                    same_requests(ops, io_of(recs), "--cgroup")
+                else:
+                    check(not io_of(recs), "--cgroup of another cgroup let through %d requests" % len(recs))
+        finally:
+            for cg in cgs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(cg)
 
 
 def case_summary(args):

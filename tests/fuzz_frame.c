@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * libFuzzer target for the wire decoder: what a hostile guest can send.
+ *
+ * The input is fed in two pieces, split at the value of its first byte, so
+ * frames and prefixes get cut at fuzzer-chosen places. Every decoded frame
+ * goes through what the host does with it (hello check, batch decode), and
+ * is encoded again: decoding that encoding must give the same bytes once
+ * more, or fail only on the memory budget (the first encoding may have been
+ * padded, e.g. with over-long varints, to earn a larger budget).
+ *
+ * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon
+ *        -I<dir of iotracer.pb-c.h> tests/fuzz_frame.c common/frame.c
+ *        common/record_pb.c <iotracer.pb-c.c> -lprotobuf-c
+ * Seeds: test_frame --write-seeds DIR
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "frame.h"
+
+/* Small enough that the fuzzer reaches the limit, large enough for real batches. */
+#define FUZZ_MAX_FRAME (64u << 10)
+
+#define FUZZ_ASSERT(cond)                                                       \
+	do {                                                                    \
+		if (!(cond)) {                                                  \
+			fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond); \
+			abort();                                                \
+		}                                                               \
+	} while (0)
+
+struct fuzz_ctx {
+	struct frame_decoder *d;
+	bool strict;		/* end the connection unless the first frame is a valid hello */
+	unsigned int frames;
+	uint8_t *again;		/* the re-encoding being checked, in the nested decode */
+	size_t again_len;
+	bool again_seen;
+};
+
+static int count_record(void *ctx, const struct iot_record *r)
+{
+	size_t *n = ctx;
+
+	/* record_from_pb() promised these. */
+	FUZZ_ASSERT(r->kind <= IOT_KIND_BIO && r->op < IOT_OP_MAX && r->syscall < IOT_SYS_MAX &&
+		    r->driver <= IOT_DRV_OTHER);
+	(*n)++;
+	return 0;
+}
+
+static void check_batch(const Iotracer__RecordBatch *b)
+{
+	struct iot_record recs[64];
+	size_t valid = 0, n = 0;
+	int invalid, r;
+
+	invalid = frame_batch_foreach(b, count_record, &valid);
+	FUZZ_ASSERT(invalid >= 0 && (size_t)invalid + valid == b->n_records);
+	r = frame_batch_decode(b, recs, 64, &n);
+	if (b->n_records > 64) {
+		FUZZ_ASSERT(r == -ENOBUFS);
+	} else {
+		FUZZ_ASSERT(r == invalid && n == valid);
+	}
+}
+
+/* Inner decode of our own re-encoding: the same bytes must come out. */
+static int again_cb(void *ctx, const Iotracer__Frame *f)
+{
+	struct fuzz_ctx *c = ctx;
+	size_t len = iotracer__frame__get_packed_size(f);
+	uint8_t *buf;
+
+	FUZZ_ASSERT(!c->again_seen);
+	c->again_seen = true;
+	FUZZ_ASSERT(len + IOT_FRAME_HDR == c->again_len);
+	buf = malloc(len);
+	FUZZ_ASSERT(buf);
+	FUZZ_ASSERT(iotracer__frame__pack(f, buf) == len);
+	FUZZ_ASSERT(!memcmp(buf, c->again + IOT_FRAME_HDR, len));
+	free(buf);
+	return 0;
+}
+
+static void check_reencode(const Iotracer__Frame *f)
+{
+	struct frame_decoder d2;
+	struct fuzz_ctx c2 = { .d = &d2 };
+	size_t cap = iotracer__frame__get_packed_size(f) + IOT_FRAME_HDR, len = 0;
+	uint8_t *buf = malloc(cap);
+	int r;
+
+	FUZZ_ASSERT(buf);
+	FUZZ_ASSERT(frame_encode(f, buf, cap - 1, &len) == -EMSGSIZE);
+	FUZZ_ASSERT(frame_encode(f, buf, cap, &len) == 0 && len == cap);
+	c2.again = buf;
+	c2.again_len = len;
+	FUZZ_ASSERT(frame_decoder__init(&d2, IOT_FRAME_MAX_LIMIT) == 0);
+	r = frame_decoder__feed(&d2, buf, len, again_cb, &c2);
+	if (r == 0) {
+		FUZZ_ASSERT(c2.again_seen && frame_decoder__finish(&d2) == 0);
+	} else {
+		FUZZ_ASSERT(r == -EMSGSIZE && !c2.again_seen);
+	}
+	frame_decoder__fini(&d2);
+	free(buf);
+}
+
+static int fuzz_cb(void *ctx, const Iotracer__Frame *f)
+{
+	struct fuzz_ctx *c = ctx;
+	char err[128];
+	int r;
+
+	FUZZ_ASSERT(f && f->msg_case >= IOTRACER__FRAME__MSG_HELLO &&
+		    f->msg_case <= IOTRACER__FRAME__MSG_GOODBYE && f->hello);
+	if (c->frames++ == 0) {
+		r = frame_check_hello(f, err, sizeof(err));
+		FUZZ_ASSERT(r == 0 || r == -EPROTO || r == -EPROTONOSUPPORT);
+		if (r && c->strict)
+			return frame_decoder__fail(c->d, r, "%s", err);
+	}
+	if (f->msg_case == IOTRACER__FRAME__MSG_BATCH)
+		check_batch(f->batch);
+	check_reencode(f);
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct frame_decoder d;
+	struct fuzz_ctx c = { .d = &d };
+	size_t split = size ? data[0] : 0;
+	size_t pending;
+	int r;
+
+	if (split > size)
+		split = size;
+	c.strict = size && (data[size - 1] & 1);
+	FUZZ_ASSERT(frame_decoder__init(&d, FUZZ_MAX_FRAME) == 0);
+	r = frame_decoder__feed(&d, data, split, fuzz_cb, &c);
+	FUZZ_ASSERT(d.cap <= d.max_frame);
+	if (!r)
+		r = frame_decoder__feed(&d, data + split, size - split, fuzz_cb, &c);
+	FUZZ_ASSERT(d.cap <= d.max_frame);
+	pending = frame_decoder__pending(&d);
+	FUZZ_ASSERT(pending <= IOT_FRAME_HDR + FUZZ_MAX_FRAME);
+	if (!r) {
+		FUZZ_ASSERT(!frame_decoder__error(&d));
+		r = frame_decoder__finish(&d);
+		FUZZ_ASSERT(pending ? r == -EPIPE : r == 0);
+	}
+	if (r) {
+		/* An error is explained, and it ends the stream for good. */
+		FUZZ_ASSERT(r < 0 && frame_decoder__error(&d) && frame_decoder__error(&d)[0]);
+		FUZZ_ASSERT(frame_decoder__feed(&d, data, size, fuzz_cb, &c) == r);
+		FUZZ_ASSERT(frame_decoder__finish(&d) == r);
+	}
+	frame_decoder__fini(&d);
+	return 0;
+}
