@@ -743,27 +743,16 @@ static __always_inline void stamp_pc(int ev, __u32 pages)
 		r->pc_dirtied += pages;
 }
 
-/* fs: fentry and kprobe on the VFS where the kernel allows them. */
-SEC("fentry/vfs_read")
-int BPF_PROG(fentry_vfs_read) { stamp_fs(); return 0; }
-SEC("fentry/vfs_write")
-int BPF_PROG(fentry_vfs_write) { stamp_fs(); return 0; }
-SEC("fentry/vfs_iter_read")
-int BPF_PROG(fentry_vfs_iter_read) { stamp_fs(); return 0; }
-SEC("fentry/vfs_iter_write")
-int BPF_PROG(fentry_vfs_iter_write) { stamp_fs(); return 0; }
-SEC("fentry/vfs_fsync_range")
-int BPF_PROG(fentry_vfs_fsync_range) { stamp_fs(); return 0; }
-SEC("kprobe/vfs_read")
-int BPF_KPROBE(kprobe_vfs_read) { stamp_fs(); return 0; }
-SEC("kprobe/vfs_write")
-int BPF_KPROBE(kprobe_vfs_write) { stamp_fs(); return 0; }
-SEC("kprobe/vfs_iter_read")
-int BPF_KPROBE(kprobe_vfs_iter_read) { stamp_fs(); return 0; }
-SEC("kprobe/vfs_iter_write")
-int BPF_KPROBE(kprobe_vfs_iter_write) { stamp_fs(); return 0; }
-SEC("kprobe/vfs_fsync_range")
-int BPF_KPROBE(kprobe_vfs_fsync_range) { stamp_fs(); return 0; }
+/* fs: fentry, or kprobe, on the VFS entry points, where the kernel allows them. */
+#define VFS_ENTRY(fn)								\
+SEC("fentry/" #fn) int BPF_PROG(fentry_##fn) { stamp_fs(); return 0; }	\
+SEC("kprobe/" #fn) int BPF_KPROBE(kprobe_##fn) { stamp_fs(); return 0; }
+
+VFS_ENTRY(vfs_read)
+VFS_ENTRY(vfs_write)
+VFS_ENTRY(vfs_iter_read)
+VFS_ENTRY(vfs_iter_write)
+VFS_ENTRY(vfs_fsync_range)
 
 /* Two routes for one tracepoint body: tp_btf first, raw_tp where BTF attach is refused. */
 #define TP2(tp, call, ...)							\

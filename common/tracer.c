@@ -230,6 +230,28 @@ static bool all_exist(const char *const *tps)
 	return true;
 }
 
+/* nvme, scsi: one module tracepoint where the driver hands a request to the device. */
+static bool driver_layer(struct tracer *t, int layer, bool block_on, const char *tp, const char *why_missing,
+			 bool with_irq)
+{
+	char prog[96];
+
+	if (!want(t, layer))
+		return false;
+	if (!block_on) {
+		layer_set(t, layer, LAYER_UNAVAILABLE, "needs the block layer");
+		return false;
+	}
+	if (!tp_exists(tp)) {
+		layer_set(t, layer, LAYER_UNAVAILABLE, "no %s tracepoint (%s)", tp, why_missing);
+		return false;
+	}
+	snprintf(prog, sizeof(prog), "raw_%s", tp);
+	enable_prog(t, prog, layer);
+	layer_set(t, layer, LAYER_ON, "raw_tp %s%s", tp, with_irq ? " + irq" : "");
+	return with_irq;
+}
+
 /*
  * virtio: requests entering virtio_queue_rq/virtio_queue_rqs are stamped at
  * the next virtqueue_notify (the kick). Returns the route name or NULL.
@@ -338,27 +360,9 @@ static void choose_routes(struct tracer *t)
 	bool irq_needed = false;
 	const char *r;
 
-	if (want(t, IOT_LAYER_NVME)) {
-		if (!block_on)
-			layer_set(t, IOT_LAYER_NVME, LAYER_UNAVAILABLE, "needs the block layer");
-		else if (!tp_exists("nvme_setup_cmd"))
-			layer_set(t, IOT_LAYER_NVME, LAYER_UNAVAILABLE, "no nvme tracepoints (nvme driver not loaded)");
-		else {
-			enable_prog(t, "raw_nvme_setup_cmd", IOT_LAYER_NVME);
-			layer_set(t, IOT_LAYER_NVME, LAYER_ON, "raw_tp nvme_setup_cmd + irq");
-			irq_needed = true;
-		}
-	}
-	if (want(t, IOT_LAYER_SCSI)) {
-		if (!block_on)
-			layer_set(t, IOT_LAYER_SCSI, LAYER_UNAVAILABLE, "needs the block layer");
-		else if (!tp_exists("scsi_dispatch_cmd_start"))
-			layer_set(t, IOT_LAYER_SCSI, LAYER_UNAVAILABLE, "no scsi tracepoints (scsi_mod not loaded)");
-		else {
-			enable_prog(t, "raw_scsi_dispatch_cmd_start", IOT_LAYER_SCSI);
-			layer_set(t, IOT_LAYER_SCSI, LAYER_ON, "raw_tp scsi_dispatch_cmd_start");
-		}
-	}
+	/* Interrupts are mapped to disks for virtio-blk and nvme; scsi hosts share theirs. */
+	irq_needed |= driver_layer(t, IOT_LAYER_NVME, block_on, "nvme_setup_cmd", "nvme driver not loaded", true);
+	driver_layer(t, IOT_LAYER_SCSI, block_on, "scsi_dispatch_cmd_start", "scsi_mod not loaded", false);
 	if (want(t, IOT_LAYER_VIRTIO)) {
 		const char *vd = disks_first_of(&t->disks, IOT_DRV_VIRTIO_BLK);
 
