@@ -31,7 +31,7 @@ static bool verbose;
 struct cli {
 	const char *mode;
 	struct tracer_opts topts;
-	bool json, summary, tree, status, list_layers, quiet_layers;
+	bool json, summary, tree, status, list_layers, summary_only;
 	double duration_s, interval_s;
 	const char *output_path;
 };
@@ -292,9 +292,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	if (c->interval_s && !c->summary)
 		die_usage("--interval needs --summary");
 	/* --summary alone prints no per-request lines. */
-	c->quiet_layers = c->summary && !requests;
+	c->summary_only = c->summary && !requests;
 	/* Nothing to print per request: aggregate in the kernel, copy nothing out. */
-	c->topts.kernel_summary = c->quiet_layers;
+	c->topts.kernel_summary = c->summary_only;
 }
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -432,7 +432,7 @@ int main(int argc, char **argv)
 	}
 	oopts.format = c.json ? OUT_JSON : OUT_TEXT;
 	oopts.tree = c.tree;
-	oopts.per_request = !c.quiet_layers;
+	oopts.per_request = !c.summary_only;
 	oopts.out = of;
 	oopts.t0_ns = now_ns();
 	out = output__new(&oopts);
@@ -471,7 +471,7 @@ int main(int argc, char **argv)
 	next_status = start + 1000000000ULL;
 	if (c.interval_s)
 		next_interval = start + (uint64_t)(c.interval_s * 1e9);
-	if (!c.json && !c.quiet_layers)
+	if (!c.json && !c.summary_only)
 		fprintf(stderr, "iotracer: tracing%s; Ctrl-C to stop\n", c.duration_s ? " for the given duration" : "");
 	while (!stop) {
 		uint64_t now;
