@@ -62,6 +62,7 @@ struct iot_thread {
 /* How a bio is linked to whoever caused it. */
 enum owner_kind { OWN_NONE, OWN_SYSCALL, OWN_URING, OWN_AIO };
 enum rq_ts { RQ_INSERT, RQ_ISSUE, RQ_DRIVER, RQ_IRQ, RQ_TS_MAX };
+#define DRIVER_AT_ISSUE 1	/* the driver saw the request before its issue: stamp it there */
 
 struct iot_bio {
 	__u64 key;			/* the bio pointer, as a plain number */
@@ -1045,6 +1046,8 @@ static __always_inline void on_rq_issue(struct request *rq)
 	if (!b)
 		return;
 	b->rq_ts[RQ_ISSUE] = bpf_ktime_get_ns();
+	if (b->rq_ts[RQ_DRIVER] == DRIVER_AT_ISSUE)
+		b->rq_ts[RQ_DRIVER] = b->rq_ts[RQ_ISSUE];
 	dev = rq_dev(rq);
 	d = bpf_map_lookup_elem(&disks, &dev);
 	if (d) {
@@ -1205,8 +1208,12 @@ static __always_inline void stamp_driver(struct request *rq, __u32 drv)
 	struct iot_bio *b = rq_head(rq);
 
 	if (b) {
+		/*
+		 * nvme sets its command up before blk_mq_start_request() (the issue):
+		 * such a request reaches the device at its issue, stamped there.
+		 */
 		if (!b->rq_ts[RQ_DRIVER])
-			b->rq_ts[RQ_DRIVER] = bpf_ktime_get_ns();
+			b->rq_ts[RQ_DRIVER] = b->rq_ts[RQ_ISSUE] ? bpf_ktime_get_ns() : DRIVER_AT_ISSUE;
 		b->driver = drv;
 	}
 }
