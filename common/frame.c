@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Length-prefixed Frame messages: a bounded stream decoder, an encoder and a record batcher. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -81,8 +82,9 @@ const char *frame_msg_name(Iotracer__Frame__MsgCase c)
 }
 
 /*
- * Allocator handed to protobuf-c: counts live bytes (with our header, so the
- * count is honest) and refuses past the frame's budget.
+ * Allocator handed to protobuf-c: counts live bytes as malloc really holds
+ * them (malloc_usable_size: no header of ours, so the size classes and the
+ * speed stay those of plain malloc) and refuses past the frame's budget.
  */
 struct frame_alloc {
 	size_t used;
@@ -91,46 +93,33 @@ struct frame_alloc {
 	bool oom;	/* malloc failed */
 };
 
-union frame_alloc_hdr {
-	size_t size;
-	max_align_t align;
-};
-
 static void *frame_alloc(void *data, size_t size)
 {
 	struct frame_alloc *a = data;
-	union frame_alloc_hdr *h;
-	size_t need;
+	void *p;
 
-	if (size > a->limit) {
+	/* used may pass limit by malloc's rounding of the last block. */
+	if (a->used >= a->limit || size > a->limit - a->used) {
 		a->over = true;
 		return NULL;
 	}
-	need = size + sizeof(*h);
-	if (need > a->limit - a->used) {
-		a->over = true;
-		return NULL;
-	}
-	h = malloc(need);
-	if (!h) {
+	p = malloc(size);
+	if (!p) {
 		a->oom = true;
 		return NULL;
 	}
-	h->size = need;
-	a->used += need;
-	return h + 1;
+	a->used += malloc_usable_size(p);
+	return p;
 }
 
 static void frame_free(void *data, void *ptr)
 {
 	struct frame_alloc *a = data;
-	union frame_alloc_hdr *h;
 
 	if (!ptr)
 		return;
-	h = (union frame_alloc_hdr *)ptr - 1;
-	a->used -= h->size;
-	free(h);
+	a->used -= malloc_usable_size(ptr);
+	free(ptr);
 }
 
 /* Unpacks one complete message and hands it to cb; frees it afterwards whatever cb did. */

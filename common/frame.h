@@ -34,11 +34,13 @@
  * Record costs 2 bytes on the wire and ~200 bytes decoded). A frame may use
  * at most IOT_FRAME_ALLOC_FACTOR times its size plus IOT_FRAME_ALLOC_BASE
  * bytes of live memory while it is decoded. The densest frame our own
- * encoder writes (records with every timestamp 0) needs about 20 times its
- * size, so 32 leaves room without letting a guest multiply its frame 100-fold.
+ * encoder writes (records with every timestamp 0) needs about 19 times its
+ * size, so 32 leaves room without letting a guest multiply its frame 100-fold;
+ * the base covers the fixed cost of the smallest frames (a one-record batch
+ * takes under 2 KiB).
  */
 #define IOT_FRAME_ALLOC_FACTOR 32u
-#define IOT_FRAME_ALLOC_BASE (64u << 10)
+#define IOT_FRAME_ALLOC_BASE (4u << 10)
 
 /*
  * Called once per decoded frame. f and everything it points to are freed

@@ -9,7 +9,7 @@ PKGS=(
   libbpf-dev libelf-dev zlib1g-dev
   protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   liburing-dev libaio-dev systemtap-sdt-dev
-  python3 fio bpftrace e2fsprogs util-linux mount coreutils procps
+  python3 fio bpftrace e2fsprogs util-linux mount coreutils procps libclang-rt-14-dev
 )
 
 missing=()

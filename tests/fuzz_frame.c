@@ -2,8 +2,10 @@
 /*
  * libFuzzer target for the wire decoder: what a hostile guest can send.
  *
- * The input is fed in two pieces, split at the value of its first byte, so
- * frames and prefixes get cut at fuzzer-chosen places. Every decoded frame
+ * The first byte of the input is not part of the stream: its value is where
+ * the rest is split in two feeds, so frames and prefixes get cut at
+ * fuzzer-chosen places (a stream's own first byte is the top of a length
+ * prefix, 0 in any frame under the limit, so it could not serve). Every decoded frame
  * goes through what the host does with it (hello check, batch decode), and
  * is encoded again: decoding that encoding must give the same bytes once
  * more, or fail only on the memory budget (the first encoding may have been
@@ -165,10 +167,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct frame_decoder d;
 	struct fuzz_ctx c = { .d = &d };
-	size_t split = size ? data[0] : 0;
-	size_t pending;
+	size_t split, pending;
 	int r;
 
+	if (size == 0)
+		return 0;
+	split = data[0];
+	data++;
+	size--;
 	if (split > size)
 		split = size;
 	c.strict = size && (data[size - 1] & 1);

@@ -748,13 +748,30 @@ static void test_decode_budget(void)
 		frame_batch__free(b);
 	}
 
-	/* Modest floods still pass: the budget scales with the frame, it is not a cap on count. */
-	len = raw_empty_records(buf, 100);
+	/* A few empty records pass: the budget is a ratio plus a base, not a cap on count. */
+	len = raw_empty_records(buf, 10);
 	frame_decoder__init(&d, IOT_FRAME_MAX_DEFAULT);
 	n = 0;
 	r = frame_decoder__feed(&d, buf, len, count_records_cb, &n);
-	CHECK(r == 0 && n == 100, "100 empty records: %d", r);
+	CHECK(r == 0 && n == 10, "10 empty records: %d %s", r, frame_decoder__error(&d));
 	frame_decoder__fini(&d);
+
+	/* The smallest batches, one record each, live on the base. */
+	for (int i = 0; i < 2; i++) {
+		b = frame_batch__new(1, 4096);
+		if (i)
+			make_record(&zero, 3);
+		r = b ? frame_batch__add(b, &zero) : -ENOMEM;
+		if (!r)
+			r = frame_batch__encode(b, 1, &(Iotracer__ClockSync){ .offset_ns = 1 }, buf, 4096, &len);
+		frame_decoder__init(&d, IOT_FRAME_MAX_DEFAULT);
+		n = 0;
+		if (!r)
+			r = frame_decoder__feed(&d, buf, len, count_records_cb, &n);
+		CHECK(r == 0 && n == 1, "one-record batch %d: %d %s", i, r, frame_decoder__error(&d));
+		frame_decoder__fini(&d);
+		frame_batch__free(b);
+	}
 	free(buf);
 }
 
@@ -858,28 +875,39 @@ static int write_file(const char *dir, const char *name, const void *data, size_
 /* Valid streams, whole and per frame, for the fuzzer to start from. */
 static int write_seeds(const char *dir)
 {
-	static uint8_t buf[1 << 16];
+	static uint8_t buf[1 << 16], one[1 << 16];
 	static const char *names[6] = { "hello", "batch", "clock_probe", "clock_reply", "stats", "goodbye" };
 	struct iot_record recs[5];
 	size_t ends[6], len, start = 0;
 	char name[64];
-	int err;
+	int err = 0;
 
 	if (mkdir(dir, 0755) && errno != EEXIST)
 		return -errno;
-	len = build_stream(buf, sizeof(buf), ends, recs);
+	/* buf[0] is the fuzzer's split point, the stream follows. */
+	len = build_stream(buf + 1, sizeof(buf) - 1, ends, recs);
 	if (!len)
 		return -EINVAL;
-	err = write_file(dir, "stream", buf, len);
+	for (int split = 0; split < 256 && !err; split += 51) {
+		buf[0] = split;
+		snprintf(name, sizeof(name), "stream-split%d", split);
+		err = write_file(dir, name, buf, len + 1);
+	}
 	for (int i = 0; i < 6 && !err; i++) {
+		size_t flen = ends[i] - start;
+
+		/* Each frame alone, cut in its middle. */
+		one[0] = flen / 2;
+		memcpy(one + 1, buf + 1 + start, flen);
 		snprintf(name, sizeof(name), "frame-%s", names[i]);
-		err = write_file(dir, name, buf + start, ends[i] - start);
+		err = write_file(dir, name, one, flen + 1);
 		start = ends[i];
 	}
-	/* The fuzzer splits its input at the first byte's value: give it a start that splits. */
+	/* Past the decode budget: a run of empty records the fuzzer would not build by itself. */
 	if (!err) {
-		buf[0] = 0x07;
-		err = write_file(dir, "stream-split7", buf, len);
+		one[0] = 0;
+		len = raw_empty_records(one + 1, 3000);
+		err = write_file(dir, "flood", one, len + 1);
 	}
 	return err;
 }
