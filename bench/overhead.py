@@ -245,8 +245,9 @@ def cpu_bench(args, md):
 def iops_bench(args, md):
     md.append("### IOPS retained at the highest rate (fio libaio, 4 KiB random direct reads, iodepth 32, "
               "loop device over tmpfs)\n")
-    md.append("Mean of %d runs of %d s per configuration, interleaved.\n" % (args.reps, args.runtime))
-    md.append("| configuration | IOPS | ratio to untraced |")
+    md.append("Median of %d interleaved runs of %d s per configuration (min–max in brackets): the VM's "
+              "run-to-run noise makes a mean of few runs swing either way.\n" % (args.reps, args.runtime))
+    md.append("| configuration | median IOPS (min–max) | median ratio to untraced |")
     md.append("|---|---|---|")
     loop = Loop(256)
     results = {"untraced": [], "iotracer (all layers, JSON to file)": [], "iotracer --summary": [],
@@ -270,12 +271,13 @@ def iops_bench(args, md):
                 if t:
                     t.stop()
                 results[name].append(sum(iops.values()))
-        base = statistics.mean(results["untraced"])
+        base = statistics.median(results["untraced"])
         for name, xs in results.items():
             if not xs:
                 md.append("| %s | not run (missing) | |" % name)
                 continue
-            md.append("| %s | %.0f | %.3f |" % (name, statistics.mean(xs), statistics.mean(xs) / base))
+            md.append("| %s | %.0f (%.0f–%.0f) | %.3f |" % (name, statistics.median(xs), min(xs), max(xs),
+                                                        statistics.median(xs) / base))
             print(md[-1], flush=True)
     finally:
         loop.close()

@@ -76,7 +76,7 @@ static const char usage_text[] =
 "                         tracepoints; for kernels where fentry misbehaves)\n"
 "      --no-kprobe        never attach through kprobes\n"
 "      --list-layers      print how each layer would be traced here, then exit\n"
-"      --ringbuf-kb KB    kernel-to-user ring buffer size (power of 2, default 256)\n"
+"      --ringbuf-kb KB    kernel-to-user ring buffer size (power of 2, default 128)\n"
 "  -h, --help             this text\n"
 "  -V, --version          version\n"
 "\n"
