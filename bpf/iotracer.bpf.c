@@ -43,7 +43,7 @@ const volatile __u32 filter_dir_dev = 0;
 const volatile __u64 min_ns = 0;
 const volatile __u32 sample_n = 0;		/* 1 in N requests, 0/1 = all */
 const volatile __u64 wakeup_bytes = 64 * 1024;
-const volatile __u8 sched_on = 0;		/* off-CPU time of system calls */
+const volatile __u8 sched_on = 0;
 const volatile __u8 virtio_derived = 0;		/* stamp DRIVER at rq_issue on virtio disks */
 const volatile __u8 irq_on = 0;
 const volatile __u8 emit_records = 1;		/* per-request records to user space */
@@ -54,8 +54,7 @@ const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 /* Per-thread state for a synchronous system call in flight. */
 struct iot_thread {
 	struct iot_record rec;
-	__u64 exec_start0;		/* scheduler accounting at entry (sched layer) */
-	__u64 sum_exec0;
+	__u64 offcpu_start;
 	__u64 seq;			/* enter ts: identifies this syscall for its bios */
 };
 
@@ -520,35 +519,6 @@ static __always_inline struct file *fd_file(int fd)
 	return f;
 }
 
-/*
- * sched layer: off-CPU time of a system call, from the scheduler's own
- * accounting instead of a hook on every context switch. se.exec_start is
- * reset each time the thread gets a CPU and advanced at each accounting
- * update, se.sum_exec_runtime grows by the time it ran: over the call,
- * the first advances by the wall time the thread could not account as run,
- * so their difference is the time it spent off the CPU. Both are in the
- * run queue's clock; only differences are used.
- */
-static __always_inline void sched_snapshot(__u64 *ret_exec_start, __u64 *ret_sum_exec)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
-	*ret_exec_start = BPF_CORE_READ(task, se.exec_start);
-	*ret_sum_exec = BPF_CORE_READ(task, se.sum_exec_runtime);
-}
-
-static __always_inline __u64 offcpu_since(const struct iot_thread *t)
-{
-	__u64 es, sum, d_es, d_sum;
-
-	sched_snapshot(&es, &sum);
-	if (es < t->exec_start0 || sum < t->sum_exec0)
-		return 0;
-	d_es = es - t->exec_start0;
-	d_sum = sum - t->sum_exec0;
-	return d_es > d_sum ? d_es - d_sum : 0;
-}
-
 static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, __u64 len, bool has_fd)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -621,8 +591,7 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 		}
 	}
 	__builtin_memset(&t->rec, 0, sizeof(t->rec));
-	if (sched_on)
-		sched_snapshot(&t->exec_start0, &t->sum_exec0);
+	t->offcpu_start = 0;
 	r = &t->rec;
 	r->kind = IOT_KIND_SYSCALL;
 	r->syscall = sys;
@@ -651,8 +620,6 @@ static __always_inline void sys_exit(long ret)
 		return;
 	t->rec.ts[IOT_TS_SYSCALL_EXIT] = bpf_ktime_get_ns();
 	t->rec.result = ret;
-	if (sched_on)
-		t->rec.offcpu_ns = offcpu_since(t);
 	switch (t->rec.syscall) {
 	case IOT_SYS_IO_URING_ENTER:
 		/* Control calls are counted and timed; their requests are the records. */
@@ -870,6 +837,56 @@ static __always_inline void on_wb_end(void)
 
 TP2_NN(writeback_single_inode_start, inode, on_wb_start(inode), struct inode *inode)
 TP2(writeback_single_inode, on_wb_end(), struct inode *inode)
+
+/* ---------- sched layer: off-CPU time of threads waiting for their I/O ---------- */
+
+/*
+ * Only waits for I/O count (io_schedule() sets in_iowait), which also spares
+ * the map lookups on the many switches of threads that wait for nothing of ours.
+ */
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, __u32 prev_state,
+				      bool prev_iowait, bool next_iowait)
+{
+	struct iot_thread *t;
+	__u64 now = 0;
+
+	if (prev_state && prev_iowait) {
+		t = thread_active(BPF_CORE_READ(prev, pid));
+		if (t) {
+			now = bpf_ktime_get_ns();
+			t->offcpu_start = now;
+		}
+	}
+	if (!next_iowait)
+		return;
+	t = thread_active(BPF_CORE_READ(next, pid));
+	if (t && t->offcpu_start) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		t->rec.offcpu_ns += now - t->offcpu_start;
+		t->offcpu_start = 0;
+	}
+}
+
+/* Runs on every context switch: tp_btf reads the task fields directly, without helper calls. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(btf_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	if (prev && next)
+		on_switch(prev, next, prev_state, prev_state && BPF_CORE_READ_BITFIELD(prev, in_iowait),
+			  BPF_CORE_READ_BITFIELD(next, in_iowait));
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	on_switch(prev, next, prev_state, prev_state && BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait),
+		  BPF_CORE_READ_BITFIELD_PROBED(next, in_iowait));
+	return 0;
+}
 
 /* ---------- block layer ---------- */
 

@@ -58,6 +58,7 @@ static const char *const pagecache_tps[] = {
 /* Lookups (mm_filemap_get_pages, 6.x) and inode writeback are welcome, not required. */
 static const char *const pagecache_required[] = {
 	"mm_filemap_add_to_page_cache", "writeback_dirty_folio", NULL };
+static const char *const sched_tps[] = { "sched_switch", NULL };
 static const char *const block_tps[] = {
 	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
 	"block_split", "block_rq_insert", "block_rq_issue", "block_rq_requeue", "block_rq_error",
@@ -342,14 +343,12 @@ static void choose_routes(struct tracer *t)
 			layer_set(t, IOT_LAYER_PAGECACHE, LAYER_UNAVAILABLE, "filemap/writeback tracepoints missing");
 	}
 	if (want(t, IOT_LAYER_SCHED)) {
-		if (t->layers[IOT_LAYER_SYSCALL].state != LAYER_ON)
+		if (!want(t, IOT_LAYER_SYSCALL) && !want(t, IOT_LAYER_AIO))
 			layer_set(t, IOT_LAYER_SCHED, LAYER_UNAVAILABLE, "needs the syscall layer (off-CPU time of a syscall)");
-		else {
-			/* No hook: the syscall programs read the scheduler's accounting. */
-			t->skel->rodata->sched_on = 1;
-			layer_set(t, IOT_LAYER_SCHED, LAYER_ON,
-				  "scheduler accounting (se.exec_start, se.sum_exec_runtime) at syscall entry and exit");
-		}
+		else if (enable_tps(t, sched_tps, IOT_LAYER_SCHED, "btf_", "raw_"))
+			layer_set(t, IOT_LAYER_SCHED, LAYER_ON, "%s sched_switch", tp_route(t));
+		else
+			layer_set(t, IOT_LAYER_SCHED, LAYER_UNAVAILABLE, "no sched_switch tracepoint");
 	}
 	if (want(t, IOT_LAYER_BLOCK)) {
 		if (all_exist(block_required) && (n = enable_tps(t, block_tps, IOT_LAYER_BLOCK, "btf_", "raw_")))
