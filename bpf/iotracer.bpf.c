@@ -183,12 +183,23 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct iot_thread);	/* a record, with room for thread state */
-} scratch SEC(".maps");
+/* One per-CPU value and its getter: scratch space too big for the BPF stack. */
+#define PERCPU_SLOT(map, vtype, getter)					\
+struct {								\
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);			\
+	__uint(max_entries, 1);						\
+	__type(key, __u32);						\
+	__type(value, vtype);						\
+} map SEC(".maps");							\
+static __always_inline vtype *getter(void)				\
+{									\
+	__u32 zero = 0;							\
+									\
+	return bpf_map_lookup_elem(&map, &zero);			\
+}
+
+/* A record, with room for thread state. */
+PERCPU_SLOT(scratch, struct iot_thread, scratch_thread)
 
 /* Per-segment latency histograms, when aggregating in the kernel (--summary). */
 struct {
@@ -420,13 +431,6 @@ static __always_inline void fold_bio(struct iot_record *r, const struct iot_bio 
 		r->result = b->result;
 	if (b->actor_tid != r->tid)
 		r->actor_tid = b->actor_tid;
-}
-
-static __always_inline struct iot_thread *scratch_thread(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
 static __always_inline struct iot_record *scratch_rec(void)
@@ -1093,19 +1097,7 @@ struct iot_rqacc {
 	__u32 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct iot_rqacc);
-} rqacc SEC(".maps");
-
-static __always_inline struct iot_rqacc *rqacc_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&rqacc, &zero);
-}
+PERCPU_SLOT(rqacc, struct iot_rqacc, rqacc_get)
 
 /*
  * One bio of a completing request: collect its request stamps (a front merge
@@ -1262,19 +1254,7 @@ struct iot_rqlist {
 	__u32 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct iot_rqlist);
-} virtio_pending SEC(".maps");
-
-static __always_inline struct iot_rqlist *pending_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&virtio_pending, &zero);
-}
+PERCPU_SLOT(virtio_pending, struct iot_rqlist, pending_get)
 
 static __always_inline void pending_add(struct iot_rqlist *l, __u64 rq)
 {
