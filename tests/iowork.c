@@ -12,6 +12,7 @@
  *   iowork buffered PATH COUNT   buffered 4 KiB writes, then fsync
  *   iowork dirty    PATH COUNT   buffered 4 KiB writes, no sync (writeback later)
  *   iowork uring    PATH COUNT   io_uring O_DIRECT reads, 4 in flight
+ *   iowork uring-async PATH COUNT   the same, forced to io-wq workers (IOSQE_ASYNC)
  *   iowork aio      PATH COUNT   libaio O_DIRECT reads, 4 in flight
  */
 #include <errno.h>
@@ -110,7 +111,7 @@ static void do_buffered(int fd, int count, bool sync)
 	free(buf);
 }
 
-static void do_uring(int fd, int count)
+static void do_uring(int fd, int count, bool async)
 {
 	struct io_uring ring;
 	char *bufs[QD];
@@ -131,6 +132,8 @@ static void do_uring(int fd, int count)
 
 			io_uring_prep_read(sqe, fd, bufs[next % QD], size_of(next), offset_of(next));
 			io_uring_sqe_set_data64(sqe, next);
+			if (async)
+				io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
 			next++;
 			inflight++;
 		}
@@ -220,7 +223,7 @@ int main(int argc, char **argv)
 	int count, fd, flags = O_RDWR;
 
 	if (argc != 4) {
-		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|aio PATH COUNT\n");
+		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|uring-async|aio PATH COUNT\n");
 		return 2;
 	}
 	mode = argv[1];
@@ -249,7 +252,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "dirty"))
 		do_buffered(fd, count, false);
 	else if (!strcmp(mode, "uring"))
-		do_uring(fd, count);
+		do_uring(fd, count, false);
+	else if (!strcmp(mode, "uring-async"))
+		do_uring(fd, count, true);
 	else if (!strcmp(mode, "aio"))
 		do_aio(fd, count);
 	else {
