@@ -435,6 +435,14 @@ def case_summary(args):
         check(sum(h["log2_ns"].values()) == h["count"], "log2 slots do not add up: %s" % h)
     check(lay["total"]["max_ns"] >= max(lay[n]["max_ns"] for n in ("syscall", "block", "device")),
           "a layer took longer than the whole request")
+    # With --interval each summary covers its own interval: over the run they add up to what was issued.
+    with loop_device() as (dev, _):
+        _, _, recs, _, stats = traced(args, "direct", dev, 20, extra=["--summary", "--interval", "1"],
+                                      want_stats=True, after=lambda: time.sleep(2.5))
+    sums = stats["summaries"]
+    check(len(sums) >= 3, "want a summary per second and one at exit, got %d" % len(sums))
+    check(sum(x["records"] for x in sums) == 20 and sum(x["layers"]["total"]["count"] for x in sums) == 20,
+          "interval summaries count %s requests, 20 were issued" % [x["records"] for x in sums])
 
 
 def case_cli_errors(args):
