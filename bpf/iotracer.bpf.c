@@ -43,7 +43,6 @@ const volatile __u32 filter_dir_dev = 0;
 const volatile __u64 min_ns = 0;
 const volatile __u32 sample_n = 0;		/* 1 in N requests, 0/1 = all */
 const volatile __u64 wakeup_bytes = 64 * 1024;
-const volatile __u8 sched_on = 0;
 const volatile __u8 virtio_derived = 0;		/* stamp DRIVER at rq_issue on virtio disks */
 const volatile __u8 irq_on = 0;
 const volatile __u8 emit_records = 1;		/* per-request records to user space */
