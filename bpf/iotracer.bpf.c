@@ -371,8 +371,13 @@ static __always_inline void khist_record(const struct iot_record *r, __u64 first
 
 static __always_inline void emit(struct iot_record *r)
 {
-	__u64 flags, first = rec_first_ts(r), last = rec_last_ts(r);
+	__u64 flags, first = 0, last = 0;
 
+	/* The span is needed only to filter or to aggregate: records carry their stamps. */
+	if (min_ns || kernel_hist) {
+		first = rec_first_ts(r);
+		last = rec_last_ts(r);
+	}
 	if (min_ns && last - first < min_ns)
 		return;
 	if (r->kind >= IOT_KIND_SYSCALL && r->kind <= IOT_KIND_BIO)

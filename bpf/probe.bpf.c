@@ -15,6 +15,3 @@ int BPF_PROG(probe_fentry) { return 0; }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(probe_tp_btf) { return 0; }
-
-SEC("kprobe/vfs_read")
-int BPF_KPROBE(probe_kprobe) { return 0; }

@@ -145,10 +145,7 @@ static bool probe_route(const char *prog_name, const char *target)
 		goto out_destroy;
 	if (probe_bpf__load(p))
 		goto out_destroy;
-	if (bpf_program__type(want) == BPF_PROG_TYPE_KPROBE)
-		link = bpf_program__attach_kprobe(want, false, target);
-	else
-		link = bpf_program__attach(want);
+	link = bpf_program__attach(want);
 	ok = link != NULL;
 	bpf_link__destroy(link);
 out_destroy:
