@@ -188,20 +188,20 @@ static void flag_names(const struct iot_record *r, struct sbuf *b, bool json)
 	}
 }
 
-int output_format_text(const struct output *o, const struct iot_record *r, char *buf, size_t len)
+static int format_text(const struct output *o, const struct iot_record *r, const struct iot_split *sp,
+		       char *buf, size_t len)
 {
 	struct sbuf b = { buf, len, 0 };
-	struct iot_split s;
+	const struct iot_split *s = sp;
 	char dev[32], wbuf[24], comm[IOT_COMM_LEN + 1];
 	uint64_t t0 = o ? o->opts.t0_ns : 0;
 	bool tree = o && o->opts.tree;
 
-	iot_record_split(r, &s);
 	format_kdev(r->dev, dev, sizeof(dev));
 	memcpy(comm, r->comm, IOT_COMM_LEN);
 	comm[IOT_COMM_LEN] = 0;
 	sb_printf(&b, "%12.6f %-15s %7u %7u %-15s %c %-7s",
-		  s.first_ns >= t0 ? (s.first_ns - t0) / 1e9 : 0.0, comm, r->pid, r->tid,
+		  s->first_ns >= t0 ? (s->first_ns - t0) / 1e9 : 0.0, comm, r->pid, r->tid,
 		  what(r, wbuf, sizeof(wbuf)), iot_op_letter(r->op), r->dev ? dev : "-");
 	if (r->sector != IOT_UNKNOWN_U64)
 		sb_printf(&b, " sector %-10" PRIu64, (uint64_t)r->sector);
@@ -210,11 +210,11 @@ int output_format_text(const struct output *o, const struct iot_record *r, char 
 	sb_printf(&b, " len %-7u", r->len);
 	if (r->offset != IOT_UNKNOWN_U64 && r->kind != IOT_KIND_BIO && r->kind != IOT_KIND_AIO)
 		sb_printf(&b, " off %" PRIu64, (uint64_t)r->offset);
-	sb_printf(&b, " res %" PRId64 " lat %.1fus", (int64_t)r->result, s.total_ns / 1e3);
+	sb_printf(&b, " res %" PRId64 " lat %.1fus", (int64_t)r->result, s->total_ns / 1e3);
 	if (!tree) {
 		sb_printf(&b, " [");
-		for (int i = 0; i < s.n; i++)
-			sb_printf(&b, "%s%s %.1f", i ? " " : "", s.name[i], s.ns[i] / 1e3);
+		for (int i = 0; i < s->n; i++)
+			sb_printf(&b, "%s%s %.1f", i ? " " : "", s->name[i], s->ns[i] / 1e3);
 		sb_printf(&b, "]");
 	}
 	if (r->offcpu_ns)
@@ -231,21 +231,20 @@ int output_format_text(const struct output *o, const struct iot_record *r, char 
 		sb_printf(&b, "}");
 	}
 	if (tree) {
-		for (int i = 0; i < s.n; i++)
-			sb_printf(&b, "\n    %s %-12s %10.1fus  (%s)", i + 1 < s.n ? "├─" : "└─", s.name[i],
-				  s.ns[i] / 1e3, iot_ts_name(s.from_ts[i]));
+		for (int i = 0; i < s->n; i++)
+			sb_printf(&b, "\n    %s %-12s %10.1fus  (%s)", i + 1 < s->n ? "├─" : "└─", s->name[i],
+				  s->ns[i] / 1e3, iot_ts_name(s->from_ts[i]));
 	}
 	return b.w < len ? (int)b.w : -ENOSPC;
 }
 
-int output_format_json(const struct iot_record *r, char *buf, size_t len)
+static int format_json(const struct iot_record *r, const struct iot_split *sp, char *buf, size_t len)
 {
 	struct sbuf b = { buf, len, 0 };
-	struct iot_split s;
+	const struct iot_split *s = sp;
 	char dev[32], comm[IOT_COMM_LEN * 6 + 1];
 	bool first;
 
-	iot_record_split(r, &s);
 	format_kdev(r->dev, dev, sizeof(dev));
 	json_escape(r->comm, IOT_COMM_LEN, comm, sizeof(comm));
 	SB_LIT(&b, "{\"type\":\"io\"");
@@ -302,19 +301,19 @@ int output_format_json(const struct iot_record *r, char *buf, size_t len)
 		first = false;
 	}
 	SB_LIT(&b, "},\"split_ns\":[");
-	for (int i = 0; i < s.n; i++) {
+	for (int i = 0; i < s->n; i++) {
 		if (i)
 			SB_LIT(&b, ",");
 		SB_LIT(&b, "{\"layer\":\"");
-		sb_str(&b, s.name[i]);
+		sb_str(&b, s->name[i]);
 		SB_LIT(&b, "\",\"from\":\"");
-		sb_str(&b, iot_ts_name(s.from_ts[i]));
+		sb_str(&b, iot_ts_name(s->from_ts[i]));
 		SB_LIT(&b, "\",\"ns\":");
-		sb_u64(&b, s.ns[i]);
+		sb_u64(&b, s->ns[i]);
 		SB_LIT(&b, "}");
 	}
 	SB_LIT(&b, "],\"total_ns\":");
-	sb_u64(&b, s.total_ns);
+	sb_u64(&b, s->total_ns);
 	sb_kv_u64(&b, "offcpu_ns", r->offcpu_ns);
 	SB_LIT(&b, "}");
 	if (b.w >= len)
@@ -323,37 +322,55 @@ int output_format_json(const struct iot_record *r, char *buf, size_t len)
 	return (int)b.w;
 }
 
-static void account(struct output *o, const struct iot_record *r)
+/* The split of one record serves both the summary and the line printed. */
+int output_format_text(const struct output *o, const struct iot_record *r, char *buf, size_t len)
 {
 	struct iot_split s;
 
 	iot_record_split(r, &s);
+	return format_text(o, r, &s, buf, len);
+}
+
+int output_format_json(const struct iot_record *r, char *buf, size_t len)
+{
+	struct iot_split s;
+
+	iot_record_split(r, &s);
+	return format_json(r, &s, buf, len);
+}
+
+static void account(struct output *o, const struct iot_record *r, const struct iot_split *sp)
+{
+	const struct iot_split *s = sp;
+
 	o->records++;
 	if (r->kind < 8)
 		o->by_kind[r->kind]++;
-	hist_add(&o->total, s.total_ns);
+	hist_add(&o->total, s->total_ns);
 	if (r->offcpu_ns)
 		hist_add(&o->offcpu, r->offcpu_ns);
-	for (int i = 0; i < s.n; i++) {
-		int k = iot_segment_index(s.name[i]);
+	for (int i = 0; i < s->n; i++) {
+		int k = iot_segment_index(s->name[i]);
 
 		if (k >= 0)
-			hist_add(&o->seg[k], s.ns[i]);
+			hist_add(&o->seg[k], s->ns[i]);
 	}
 }
 
 void output__record(struct output *o, const struct iot_record *r)
 {
+	struct iot_split s;
 	char buf[4096];
 	int n;
 
-	account(o, r);
+	iot_record_split(r, &s);
+	account(o, r, &s);
 	if (!o->opts.per_request)
 		return;
 	if (o->opts.format == OUT_JSON)
-		n = output_format_json(r, buf, sizeof(buf));
+		n = format_json(r, &s, buf, sizeof(buf));
 	else
-		n = output_format_text(o, r, buf, sizeof(buf));
+		n = format_text(o, r, &s, buf, sizeof(buf));
 	if (n > 0)
 		fprintf(o->opts.out, "%s\n", buf);
 }

@@ -30,8 +30,6 @@
 #define TRACEFS "/sys/kernel/tracing"
 #define MAX_LINKS 128
 
-enum route { R_NONE, R_FENTRY, R_KPROBE, R_TP_BTF, R_RAW_TP, R_TRACEPOINT, R_DERIVED };
-
 struct tracer {
 	struct tracer_opts opts;
 	struct iotracer_bpf *skel;
