@@ -76,6 +76,8 @@ const char *frame_msg_name(Iotracer__Frame__MsgCase c)
 		return "stats";
 	case IOTRACER__FRAME__MSG_GOODBYE:
 		return "goodbye";
+	case IOTRACER__FRAME__MSG_ACK:
+		return "ack";
 	default:
 		return "unknown";
 	}
@@ -163,6 +165,7 @@ static int decode_one(struct frame_decoder *d, const uint8_t *data, size_t len,
 	case IOTRACER__FRAME__MSG_CLOCK_REPLY:
 	case IOTRACER__FRAME__MSG_STATS:
 	case IOTRACER__FRAME__MSG_GOODBYE:
+	case IOTRACER__FRAME__MSG_ACK:
 		if (f->hello)	/* any member: they share the union */
 			break;
 		/* fall through */
@@ -454,6 +457,9 @@ int frame_batch__encode(const struct frame_batch *b, uint64_t seq,
 		/* A copy with its own descriptor: the caller's may be a bare struct. */
 		cs.offset_ns = clock->offset_ns;
 		cs.uncertainty_ns = clock->uncertainty_ns;
+		cs.drift_ppm = clock->drift_ppm;
+		cs.ref_guest_ns = clock->ref_guest_ns;
+		cs.samples = clock->samples;
 		batch.clock = &cs;
 	}
 	f.msg_case = IOTRACER__FRAME__MSG_BATCH;

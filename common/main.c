@@ -18,10 +18,13 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <bpf/libbpf.h>
+#include "addr.h"
 #include "disks.h"
 #include "names.h"
 #include "output.h"
 #include "tracer.h"
+#include "../guest/guest.h"
+#include "../host/host.h"
 
 #define EXIT_USAGE 2
 
@@ -34,17 +37,40 @@ struct cli {
 	bool json, summary, tree, status, list_layers, summary_only;
 	double duration_s, interval_s;
 	const char *output_path;
+	bool has_connect, has_filter;
+	struct iot_addr connect;
+	struct iot_addr listen[HOST_LISTEN_MAX];
+	int nlisten;
+	size_t queue_bytes;
 };
 
 static const char usage_text[] =
 "Usage: iotracer [--mode standalone] [OPTIONS]\n"
+"       iotracer --mode guest [--connect ADDR] [FILTERS] [--queue-kb KB]\n"
+"       iotracer --mode host [--listen ADDR]... [OUTPUT OPTIONS]\n"
 "Trace every I/O request on this machine from the system call through the file\n"
 "system, page cache, block layer and driver, and show where its time went.\n"
 "\n"
 "Modes:\n"
-"  --mode standalone   trace this machine's kernel (the default)\n"
-"  --mode guest|host   guest-to-host tracing of virtual machines: not in this\n"
-"                      version yet (exits with an error)\n"
+"  --mode standalone   trace this machine's kernel and print the requests\n"
+"                      (the default)\n"
+"  --mode guest        trace this machine (a VM) and stream every request to\n"
+"                      a host agent; records wait in a bounded queue while the\n"
+"                      host is away, and what is dropped is counted\n"
+"  --mode host         accept guest agents (many at once) and print their\n"
+"                      requests with times on this machine's clock; needs no\n"
+"                      privileges (tracing QEMU and the host kernel beneath\n"
+"                      it is not in this version)\n"
+"\n"
+"Guest and host (docs/channel.md):\n"
+"      --connect ADDR     guest: where the host agent is (default vsock:2:5470)\n"
+"      --listen ADDR      host: where guests connect (repeatable; default\n"
+"                         vsock:2:5470, i.e. port 5470 for every guest CID)\n"
+"      --queue-kb KB      guest: bound of the unacknowledged send queue\n"
+"                         (default 2048)\n"
+"                         ADDR: vsock:CID:PORT, serial:PATH (in the guest the\n"
+"                         virtio-serial port, on the host the unix socket QEMU\n"
+"                         serves for it), unix:PATH or tcp:HOST:PORT\n"
 "\n"
 "Filters (applied in the kernel, before anything is copied):\n"
 "  -p, --pid PID          only requests of this process (writeback it caused included)\n"
@@ -137,7 +163,7 @@ static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t
 }
 
 enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE,
-       OPT_NO_FENTRY, OPT_NO_KPROBE };
+       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE };
 
 static void parse_args(int argc, char **argv, struct cli *c)
 {
@@ -165,11 +191,15 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "no-kprobe", no_argument, NULL, OPT_NO_KPROBE },
 		{ "list-layers", no_argument, NULL, OPT_LIST },
 		{ "ringbuf-kb", required_argument, NULL, OPT_RB },
+		{ "connect", required_argument, NULL, OPT_CONNECT },
+		{ "listen", required_argument, NULL, OPT_LISTEN },
+		{ "queue-kb", required_argument, NULL, OPT_QUEUE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{}
 	};
-	bool requests = false;
+	bool requests = false, has_queue = false;
+	char aerr[300];
 	const char *bad;
 	uint32_t mask;
 	int opt, err;
@@ -276,6 +306,27 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->topts.ringbuf_bytes = kb * 1024;
 			break;
 		}
+		case OPT_CONNECT:
+			if (iot_addr_parse(optarg, &c->connect, aerr, sizeof(aerr)))
+				die_usage("--connect: %s", aerr);
+			c->has_connect = true;
+			break;
+		case OPT_LISTEN:
+			if (c->nlisten == HOST_LISTEN_MAX)
+				die_usage("--listen: at most %d addresses", HOST_LISTEN_MAX);
+			if (iot_addr_parse(optarg, &c->listen[c->nlisten], aerr, sizeof(aerr)))
+				die_usage("--listen: %s", aerr);
+			c->nlisten++;
+			break;
+		case OPT_QUEUE: {
+			uint64_t kb = parse_u64("--queue-kb", optarg, 1u << 20);
+
+			if (kb < 64)
+				die_usage("--queue-kb: %s is less than one batch (64 KiB at least)", optarg);
+			c->queue_bytes = kb * 1024;
+			has_queue = true;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -289,6 +340,38 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
+	if (strcmp(c->mode, "standalone") && strcmp(c->mode, "guest") && strcmp(c->mode, "host"))
+		die_usage("--mode: unknown mode '%s' (standalone, guest, host)", c->mode);
+	c->has_filter = c->topts.pid || c->topts.tid || c->topts.comm || c->topts.cgroup_id || c->topts.dev ||
+			c->topts.ino || c->topts.dir_ino || c->topts.min_ns || c->topts.sample_n ||
+			c->topts.layers_explicit || c->topts.no_fentry || c->topts.no_kprobe ||
+			c->topts.ringbuf_bytes || c->list_layers;
+	if (c->has_connect && strcmp(c->mode, "guest"))
+		die_usage("--connect is for --mode guest");
+	if (has_queue && strcmp(c->mode, "guest"))
+		die_usage("--queue-kb is for --mode guest");
+	if (c->nlisten && strcmp(c->mode, "host"))
+		die_usage("--listen is for --mode host");
+	if (!strcmp(c->mode, "guest")) {
+		if (c->summary || requests || c->interval_s || c->tree || c->output_path)
+			die_usage("--mode guest sends its records to the host: --summary, --requests, --interval, "
+				  "--verbose and --output belong to the host agent");
+		if (!c->has_connect)
+			c->connect = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
+							.port = IOT_DEFAULT_PORT };
+		if (!c->queue_bytes)
+			c->queue_bytes = 2048 * 1024;
+	}
+	if (!strcmp(c->mode, "host")) {
+		if (c->has_filter)
+			die_usage("--mode host: filters and layer options apply where the tracing happens; "
+				  "give them to the guest agents");
+		if (!c->nlisten) {
+			c->listen[0] = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
+							  .port = IOT_DEFAULT_PORT };
+			c->nlisten = 1;
+		}
+	}
 	if (c->interval_s && !c->summary)
 		die_usage("--interval needs --summary");
 	/* --summary alone prints no per-request lines. */
@@ -396,12 +479,56 @@ static void report_loss(const uint64_t c[IOT_CNT_MAX])
 			c[IOT_CNT_BIO_UNWALKED]);
 }
 
+static int run_host(struct cli *c)
+{
+	struct output_opts oopts = { .sz = sizeof(oopts) };
+	struct host_opts h = { .nlisten = c->nlisten, .json = c->json, .duration_s = c->duration_s,
+			       .stop = &stop };
+	FILE *of = stdout;
+	int err;
+
+	if (c->output_path) {
+		of = fopen(c->output_path, "we");
+		if (!of) {
+			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c->output_path, strerror(errno));
+			return 1;
+		}
+	}
+	memcpy(h.listen, c->listen, sizeof(h.listen));
+	oopts.format = c->json ? OUT_JSON : OUT_TEXT;
+	oopts.tree = c->tree;
+	oopts.per_request = !c->summary_only;
+	oopts.out = of;
+	oopts.t0_ns = now_ns();
+	h.out = output__new(&oopts);
+	h.of = of;
+	if (!h.out) {
+		fprintf(stderr, "iotracer: %s\n", strerror(errno));
+		return 1;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	err = host_run(&h);
+	if (!err && c->summary) {
+		if (c->json)
+			output__summary_json(h.out);
+		else
+			output__summary(h.out, of);
+	}
+	fflush(of);
+	output__free(h.out);
+	if (of != stdout)
+		fclose(of);
+	return err ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c = {};
 	struct output_opts oopts = { .sz = sizeof(oopts) };
 	struct output *out = NULL;
 	struct tracer *t = NULL;
+	struct guest *guest = NULL;
 	uint64_t counts[IOT_CNT_MAX] = {}, start, next_status, next_interval = 0, last_records = 0;
 	char errbuf[256];
 	FILE *of = stdout;
@@ -409,13 +536,21 @@ int main(int argc, char **argv)
 	int err;
 
 	parse_args(argc, argv, &c);
-	if (strcmp(c.mode, "standalone")) {
-		if (!strcmp(c.mode, "guest") || !strcmp(c.mode, "host"))
-			fprintf(stderr, "iotracer: --mode %s is not available in this version; only standalone is\n",
-				c.mode);
-		else
-			fprintf(stderr, "iotracer: --mode: unknown mode '%s' (standalone, guest, host)\n", c.mode);
-		return EXIT_USAGE;
+	/* A peer gone away shows up as an error from write(), not as a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	if (!strcmp(c.mode, "host"))
+		return run_host(&c);
+	if (!strcmp(c.mode, "guest")) {
+		struct guest_opts gopts = { .addr = c.connect, .queue_bytes = c.queue_bytes,
+					    .duration_s = c.duration_s, .json = c.json, .out = stdout,
+					    .stop = &stop };
+
+		guest = guest_new(&gopts, errbuf, sizeof(errbuf));
+		if (!guest) {
+			fprintf(stderr, "iotracer: %s\n", errbuf);
+			return 1;
+		}
+		c.duration_s = 0;
 	}
 	libbpf_set_print(libbpf_print);
 	err = tracer_prepare_env(errbuf, sizeof(errbuf));
@@ -436,8 +571,8 @@ int main(int argc, char **argv)
 	oopts.out = of;
 	oopts.t0_ns = now_ns();
 	out = output__new(&oopts);
-	c.topts.on_record = on_record;
-	c.topts.ctx = out;
+	c.topts.on_record = guest ? guest_on_record : on_record;
+	c.topts.ctx = guest ? (void *)guest : out;
 	t = out ? tracer__new(&c.topts) : NULL;
 	if (!t) {
 		err = -errno;
@@ -466,6 +601,10 @@ int main(int argc, char **argv)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	if (guest) {
+		err = guest_run(guest, t);
+		goto out_free;
+	}
 	tty = c.status && isatty(STDERR_FILENO);
 	start = now_ns();
 	next_status = start + 1000000000ULL;
@@ -519,6 +658,7 @@ int main(int argc, char **argv)
 	fflush(of);
 out_free:
 	tracer__free(t);
+	guest_free(guest);
 	output__free(out);
 	if (of != stdout)
 		fclose(of);

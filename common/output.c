@@ -359,8 +359,13 @@ static void account(struct output *o, const struct iot_record *r, const struct i
 
 void output__record(struct output *o, const struct iot_record *r)
 {
+	output__record_src(o, r, NULL, false);
+}
+
+void output__record_src(struct output *o, const struct iot_record *r, const char *src, bool guest_clock)
+{
 	struct iot_split s;
-	char buf[4096];
+	char buf[4096], esc[512];
 	int n;
 
 	iot_record_split(r, &s);
@@ -371,8 +376,20 @@ void output__record(struct output *o, const struct iot_record *r)
 		n = format_json(r, &s, buf, sizeof(buf));
 	else
 		n = format_text(o, r, &s, buf, sizeof(buf));
-	if (n > 0)
+	if (n <= 0)
+		return;
+	if (!src) {
 		fprintf(o->opts.out, "%s\n", buf);
+	} else if (o->opts.format == OUT_JSON) {
+		/* {"type":"io" then the guest, then the rest of the object. */
+		static const char head[] = "{\"type\":\"io\"";
+
+		json_escape(src, strlen(src), esc, sizeof(esc));
+		fprintf(o->opts.out, "%s,\"guest\":\"%s\"%s%s\n", head, esc,
+			guest_clock ? ",\"clock\":\"guest\"" : "", buf + sizeof(head) - 1);
+	} else {
+		fprintf(o->opts.out, "[%s%s] %s\n", src, guest_clock ? " guest clock" : "", buf);
+	}
 }
 
 void output__layer(struct output *o, const char *layer, const char *state, const char *route)

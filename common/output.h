@@ -27,6 +27,11 @@ struct output;
 struct output *output__new(const struct output_opts *opts);
 void output__free(struct output *o);
 void output__record(struct output *o, const struct iot_record *r);
+/*
+ * A record from a guest named src; guest_clock when its times could not be
+ * put on this machine's clock (no synchronisation yet).
+ */
+void output__record_src(struct output *o, const struct iot_record *r, const char *src, bool guest_clock);
 /* One line (text) or object (JSON) describing each layer's state. */
 void output__layer(struct output *o, const char *layer, const char *state, const char *route);
 void output__stats(struct output *o, const uint64_t counts[IOT_CNT_MAX], uint64_t user_dropped);

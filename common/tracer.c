@@ -616,6 +616,11 @@ int tracer__poll(struct tracer *t, int timeout_ms)
 	return ring_buffer__poll(t->rb, timeout_ms);
 }
 
+int tracer__fd(const struct tracer *t)
+{
+	return t->rb ? ring_buffer__epoll_fd(t->rb) : -1;
+}
+
 int tracer__flush(struct tracer *t)
 {
 	return t->rb ? ring_buffer__consume(t->rb) : 0;

@@ -58,6 +58,8 @@ int tracer__load(struct tracer *t);
 int tracer__attach(struct tracer *t);
 /* Consume records; returns number consumed or -errno (-EINTR is a clean stop). */
 int tracer__poll(struct tracer *t, int timeout_ms);
+/* A descriptor that polls readable when records are waiting (then tracer__flush()), or -1. */
+int tracer__fd(const struct tracer *t);
 /* Drain everything the kernel has emitted so far. */
 int tracer__flush(struct tracer *t);
 int tracer__counters(struct tracer *t, uint64_t ret_counts[IOT_CNT_MAX]);

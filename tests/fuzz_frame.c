@@ -150,7 +150,7 @@ static int fuzz_cb(void *ctx, const Iotracer__Frame *f)
 	int r;
 
 	FUZZ_ASSERT(f && f->msg_case >= IOTRACER__FRAME__MSG_HELLO &&
-		    f->msg_case <= IOTRACER__FRAME__MSG_GOODBYE && f->hello);
+		    f->msg_case <= IOTRACER__FRAME__MSG_ACK && f->hello);
 	if (c->frames++ == 0) {
 		r = frame_check_hello(f, err, sizeof(err));
 		FUZZ_ASSERT(r == 0 || r == -EPROTO || r == -EPROTONOSUPPORT);

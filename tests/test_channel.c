@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "addr.h"
+#include "channel.h"
 #include "clocksync.h"
 
 #include "check.h"
@@ -149,10 +150,94 @@ static void test_addr(void)
 	}
 }
 
+static int count_cb(void *ctx, const Iotracer__Frame *f)
+{
+	(*(int *)ctx) += f->msg_case == IOTRACER__FRAME__MSG_ACK;
+	return 0;
+}
+
+/* A stream of the preamble and n Ack frames, after `junk` bytes of junk. */
+static size_t make_stream(uint8_t *buf, size_t cap, size_t junk, int n)
+{
+	Iotracer__Frame f = IOTRACER__FRAME__INIT;
+	Iotracer__Ack a = IOTRACER__ACK__INIT;
+	size_t len = 0, k;
+
+	for (size_t i = 0; i < junk; i++)
+		buf[len++] = i % 3 ? 'I' : 'O';	/* near misses of the preamble */
+	memcpy(buf + len, IOT_CHAN_MAGIC, IOT_CHAN_MAGIC_LEN);
+	len += IOT_CHAN_MAGIC_LEN;
+	f.msg_case = IOTRACER__FRAME__MSG_ACK;
+	f.ack = &a;
+	for (int i = 0; i < n; i++) {
+		a.seq = i + 1;
+		if (frame_encode(&f, buf + len, cap - len, &k))
+			return 0;
+		len += k;
+	}
+	return len;
+}
+
+static void test_preamble(void)
+{
+	static uint8_t buf[1 << 16];
+	struct chan_rx rx;
+	size_t len;
+	int acks = 0, r;
+
+	/* A socket peer must start with the preamble. */
+	len = make_stream(buf, sizeof(buf), 0, 3);
+	chan_rx_init(&rx, 1024, false);
+	CHECK(chan_rx_feed(&rx, buf, len, count_cb, &acks) == 0 && acks == 3, "clean stream: %d acks", acks);
+	chan_rx_fini(&rx);
+	len = make_stream(buf, sizeof(buf), 5, 3);
+	chan_rx_init(&rx, 1024, false);
+	r = chan_rx_feed(&rx, buf, len, count_cb, &acks);
+	CHECK(r == -EPROTO && strstr(chan_rx_error(&rx), "preamble"), "junk first on a socket: %d", r);
+	chan_rx_fini(&rx);
+
+	/* A serial reader skips the tail of an earlier connection, fed a byte at a time too. */
+	for (int step = 1; step <= 7; step += 6) {
+		acks = 0;
+		len = make_stream(buf, sizeof(buf), 1000, 4);
+		chan_rx_init(&rx, 1024, true);
+		for (size_t i = 0; i < len; i += step)
+			chan_rx_feed(&rx, buf + i, len - i < (size_t)step ? len - i : (size_t)step, count_cb, &acks);
+		CHECK(acks == 4 && rx.skipped == 1000 && !chan_rx_error(&rx), "serial resync (step %d): %d acks, %llu skipped",
+		      step, acks, (unsigned long long)rx.skipped);
+		chan_rx_fini(&rx);
+	}
+
+	/* ... but not forever. */
+	chan_rx_init(&rx, 1024, true);
+	memset(buf, 'x', sizeof(buf));
+	r = 0;
+	for (int i = 0; i < 100 && !r; i++)
+		r = chan_rx_feed(&rx, buf, sizeof(buf), count_cb, &acks);
+	CHECK(r == -EPROTO && rx.skipped <= IOT_CHAN_SCAN_MAX + sizeof(buf), "endless junk: %d after %llu", r,
+	      (unsigned long long)rx.skipped);
+	chan_rx_fini(&rx);
+}
+
+static void test_tx_bound(void)
+{
+	struct chan_tx tx;
+	uint8_t b[1000] = {};
+
+	chan_tx_init(&tx, 2500);
+	CHECK(chan_tx_put(&tx, b, 1000) == 0 && chan_tx_put(&tx, b, 1000) == 0, "within the bound");
+	CHECK(chan_tx_put(&tx, b, 1000) == -ENOBUFS && chan_tx_pending(&tx) == 2000, "over the bound refused whole");
+	tx.off = 1500;	/* as if written */
+	CHECK(chan_tx_put(&tx, b, 1000) == 0 && chan_tx_pending(&tx) == 1500, "room again once written");
+	chan_tx_fini(&tx);
+}
+
 int main(void)
 {
 	test_clocksync();
 	test_addr();
+	test_preamble();
+	test_tx_bound();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }

@@ -123,7 +123,8 @@ static size_t build_stream(uint8_t *buf, size_t cap, size_t ends[6], struct iot_
 	Iotracer__ClockReply reply = IOTRACER__CLOCK_REPLY__INIT;
 	Iotracer__Stats stats = IOTRACER__STATS__INIT;
 	Iotracer__Goodbye bye = IOTRACER__GOODBYE__INIT;
-	Iotracer__ClockSync cs = { .offset_ns = -123456789, .uncertainty_ns = 4242 };
+	Iotracer__ClockSync cs = { .offset_ns = -123456789, .uncertainty_ns = 4242, .drift_ppm = -12.5,
+				   .ref_guest_ns = 987654321, .samples = 7 };
 	Iotracer__Frame f = IOTRACER__FRAME__INIT;
 	struct frame_batch *b;
 	size_t len = 0, n;
@@ -244,7 +245,8 @@ static void check_stream_contents(const struct capture *c, const struct iot_reco
 		Iotracer__RecordBatch *b = f->batch;
 
 		CHECK(b->seq == 77, "seq %llu", (unsigned long long)b->seq);
-		CHECK(b->clock && b->clock->offset_ns == -123456789 && b->clock->uncertainty_ns == 4242,
+		CHECK(b->clock && b->clock->offset_ns == -123456789 && b->clock->uncertainty_ns == 4242 &&
+		      b->clock->drift_ppm == -12.5 && b->clock->ref_guest_ns == 987654321 && b->clock->samples == 7,
 		      "clock sync");
 		memset(out, 0xa5, sizeof(out));
 		r = frame_batch_decode(b, out, 8, &n);
@@ -392,8 +394,8 @@ static void test_malformed(void)
 	static const uint8_t garbage[] = { 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 	/* Field 2 (batch) of Frame with a length running past the frame's end. */
 	static const uint8_t short_sub[] = { 0, 0, 0, 3, 0x12, 0x05, 0x08 };
-	/* A frame holding only field 7 (a varint): from a newer peer, or nonsense. */
-	static const uint8_t unknown[] = { 0, 0, 0, 2, 0x38, 0x01 };
+	/* A frame holding only field 30 (a varint): from a newer peer, or nonsense. */
+	static const uint8_t unknown[] = { 0, 0, 0, 3, 0xf0, 0x01, 0x01 };
 	static const uint8_t huge[] = { 0xff, 0xff, 0xff, 0xff };
 	static const uint8_t http[] = "GET / HTTP/1.1\r\n\r\n";
 	uint8_t over[4] = { 0, 0, 0x04, 0x01 };	/* 1025 */
@@ -901,6 +903,43 @@ static int write_seeds(const char *dir)
 	return err;
 }
 
+/* The host's acknowledgement, and the guest's session number in its hello. */
+static void test_ack_and_session(void)
+{
+	Iotracer__Frame f = IOTRACER__FRAME__INIT, *g;
+	Iotracer__Ack ack = IOTRACER__ACK__INIT;
+	Iotracer__Hello h = IOTRACER__HELLO__INIT;
+	struct capture c = {};
+	struct frame_decoder d;
+	uint8_t buf[256];
+	size_t n, m;
+
+	ack.seq = 1ull << 40;
+	f.msg_case = IOTRACER__FRAME__MSG_ACK;
+	f.ack = &ack;
+	CHECK(frame_encode(&f, buf, sizeof(buf), &n) == 0, "encode ack");
+	h.protocol_version = IOT_PROTO_VERSION;
+	h.session = 0xfedcba9876543210ull;
+	f.msg_case = IOTRACER__FRAME__MSG_HELLO;
+	f.hello = &h;
+	CHECK(frame_encode(&f, buf + n, sizeof(buf) - n, &m) == 0, "encode hello");
+	frame_decoder__init(&d, 1024);
+	CHECK(frame_decoder__feed(&d, buf, n + m, capture_cb, &c) == 0 && c.n == 2, "decode ack + hello");
+	g = captured(&c, 0);
+	if (g) {
+		CHECK(g->msg_case == IOTRACER__FRAME__MSG_ACK && g->ack->seq == 1ull << 40, "ack seq");
+		CHECK(!strcmp(frame_msg_name(g->msg_case), "ack"), "ack name");
+		iotracer__frame__free_unpacked(g, NULL);
+	}
+	g = captured(&c, 1);
+	if (g) {
+		CHECK(g->hello->session == 0xfedcba9876543210ull, "hello session");
+		iotracer__frame__free_unpacked(g, NULL);
+	}
+	frame_decoder__fini(&d);
+	capture_free(&c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--write-seeds")) {
@@ -924,6 +963,7 @@ int main(int argc, char **argv)
 	test_decode_budget();
 	test_two_decoders();
 	test_buffer_bound();
+	test_ack_and_session();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Host mode: accept guest agents and write out what they trace. */
+#ifndef IOTRACER_HOST_H
+#define IOTRACER_HOST_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include "addr.h"
+#include "output.h"
+
+#define HOST_LISTEN_MAX 32
+
+struct host_opts {
+	struct iot_addr listen[HOST_LISTEN_MAX];
+	int nlisten;
+	bool json;
+	struct output *out;	/* records and the summary */
+	FILE *of;		/* where events go, next to the records */
+	double duration_s;	/* 0: until stop */
+	volatile sig_atomic_t *stop;
+};
+
+/* 0 on a clean stop, else -errno (reason printed). */
+int host_run(const struct host_opts *o);
+
+#endif
