@@ -613,7 +613,17 @@ int tracer__attach(struct tracer *t)
 
 int tracer__poll(struct tracer *t, int timeout_ms)
 {
-	return ring_buffer__poll(t->rb, timeout_ms);
+	int n = ring_buffer__poll(t->rb, timeout_ms), more;
+
+	if (n < 0)
+		return n;
+	/*
+	 * The kernel wakes us only once a batch of records is waiting (see
+	 * wakeup_bytes); after the timeout, take whatever came meanwhile so
+	 * that a quiet system's records still show up within timeout_ms.
+	 */
+	more = ring_buffer__consume(t->rb);
+	return more < 0 ? more : n + more;
 }
 
 int tracer__fd(const struct tracer *t)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include "channel.h"
 #include "clocksync.h"
@@ -23,7 +24,7 @@
 #include "host.h"
 
 /* A guest that lets this much of our replies pile up does not read them. */
-#define CONN_TX_LIMIT (1u << 20)
+#define CONN_TX_LIMIT (64u << 10)
 #define SESSIONS_MAX 1024
 #define SERIAL_BACKOFF_MIN_MS 100u
 #define SERIAL_BACKOFF_MAX_MS 2000u
@@ -525,7 +526,17 @@ int host_run(const struct host_opts *o)
 		ep->lfd = -1;
 		ep->backoff_ms = SERIAL_BACKOFF_MIN_MS;
 		iot_addr_format(&ep->addr, ep->name, sizeof(ep->name));
-		if (ep->addr.kind != IOT_ADDR_SERIAL) {
+		if (ep->addr.kind == IOT_ADDR_SERIAL) {
+			struct stat st;
+
+			/* On the host the port is QEMU's unix socket; it may not exist yet, but nothing else will do. */
+			if (!stat(ep->addr.path, &st) && !S_ISSOCK(st.st_mode)) {
+				fprintf(stderr, "iotracer: %s: not a socket; on the host give the unix socket QEMU serves "
+					"for the port (-chardev socket,path=PATH,server=on,wait=off)\n", ep->name);
+				ret = -ENOTSOCK;
+				goto out;
+			}
+		} else {
 			ep->lfd = chan_listen(&ep->addr, err, sizeof(err));
 			if (ep->lfd < 0) {
 				fprintf(stderr, "iotracer: %s\n", err);
