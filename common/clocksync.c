@@ -7,6 +7,11 @@
 #define MAX_DRIFT_PPM 500.0
 /* A sample counts as good when its delay is within this factor of the best. */
 #define GOOD_DELAY_FACTOR 1.5
+/* Good samples must span this much guest time before a drift is estimated. */
+#define DRIFT_MIN_SPAN_NS (5ull * 1000000000)
+/* Error allowed for an estimated drift, and the drift assumed possible when none is estimated yet. */
+#define KNOWN_DRIFT_SLACK_PPM 20.0
+#define UNKNOWN_DRIFT_PPM 200.0
 
 void clocksync_init(struct clocksync *cs)
 {
@@ -41,9 +46,9 @@ int clocksync_add(struct clocksync *cs, const struct clock_sample *smp)
 
 int clocksync_estimate(const struct clocksync *cs, uint64_t guest_now, struct clock_estimate *ret)
 {
-	const struct clock_sample *best = NULL;
-	double sx = 0, sy = 0, sxx = 0, sxy = 0, drift = 0;
-	uint64_t best_delay = UINT64_MAX, x0;
+	const struct clock_sample *best = NULL, *ref = NULL;
+	double sx = 0, sy = 0, sxx = 0, sxy = 0, drift = 0, slack, ref_unc = 0;
+	uint64_t best_delay = UINT64_MAX, x0, tmin = UINT64_MAX, tmax = 0;
 	unsigned int good = 0;
 	struct clock_estimate est = {};
 
@@ -73,26 +78,46 @@ int clocksync_estimate(const struct clocksync *cs, uint64_t guest_now, struct cl
 		sxx += x * x;
 		sxy += x * y;
 		good++;
+		tmin = s->t1 < tmin ? s->t1 : tmin;
+		tmax = s->t1 > tmax ? s->t1 : tmax;
 	}
-	if (good >= 2 && good * sxx - sx * sx > 0) {
+	/*
+	 * Over a short span the slope is mostly the delays' jitter (100 us over
+	 * 0.2 s reads as 500 ppm): below DRIFT_MIN_SPAN_NS no drift is applied,
+	 * and the uncertainty allows for any plausible one instead.
+	 */
+	if (good >= 2 && tmax - tmin >= DRIFT_MIN_SPAN_NS && good * sxx - sx * sx > 0) {
 		drift = (good * sxy - sx * sy) / (good * sxx - sx * sx);
 		if (drift > MAX_DRIFT_PPM * 1e-6)
 			drift = MAX_DRIFT_PPM * 1e-6;
 		if (drift < -MAX_DRIFT_PPM * 1e-6)
 			drift = -MAX_DRIFT_PPM * 1e-6;
+		slack = KNOWN_DRIFT_SLACK_PPM * 1e-6;
+	} else {
+		drift = 0;
+		slack = UNKNOWN_DRIFT_PPM * 1e-6;
 	}
-	est.offset_ns = sample_offset(best);
-	est.ref_guest_ns = best->t1 + (best->t4 - best->t1) / 2;
+	/*
+	 * The reference is the sample that bounds the offset now the tightest:
+	 * half its round trip plus what the drift's error can add since.
+	 */
+	for (unsigned int i = 0; i < cs->n; i++) {
+		const struct clock_sample *s = &cs->s[i];
+		uint64_t mid = s->t1 + (s->t4 - s->t1) / 2;
+		double u = sample_delay(s) / 2.0;
+
+		if (guest_now > mid)
+			u += (double)(guest_now - mid) * slack;
+		if (!ref || u < ref_unc) {
+			ref = s;
+			ref_unc = u;
+		}
+	}
+	est.offset_ns = sample_offset(ref);
+	est.ref_guest_ns = ref->t1 + (ref->t4 - ref->t1) / 2;
 	est.drift_ppm = drift * 1e6;
 	est.samples = good;
-	/* Half the round trip, plus what an unknown drift can add since the best sample. */
-	est.uncertainty_ns = best_delay / 2;
-	if (guest_now > est.ref_guest_ns) {
-		double age = (double)(guest_now - est.ref_guest_ns);
-		double slack = good >= 2 ? 20e-6 : MAX_DRIFT_PPM * 1e-6;
-
-		est.uncertainty_ns += (uint64_t)(age * slack);
-	}
+	est.uncertainty_ns = (uint64_t)ref_unc;
 	*ret = est;
 	return 0;
 }

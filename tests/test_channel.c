@@ -113,6 +113,30 @@ static void test_clocksync(void)
 		clocksync_estimate(&cs, t + 60000000000ULL, &later);
 		CHECK(later.uncertainty_ns > est.uncertainty_ns, "a minute later the estimate is less certain");
 	}
+
+	/*
+	 * Half a second of probes with 100 us of jitter: too short to tell a
+	 * 50 ppm drift from noise. No drift is claimed, and the stated
+	 * uncertainty still covers the true offset seconds later.
+	 */
+	clocksync_init(&cs);
+	t = T0;
+	for (int i = 0; i < 10; i++) {
+		struct clock_sample s = exchange(t, 30000 + lcg(&rng) % 100000, 30000 + lcg(&rng) % 100000);
+
+		clocksync_add(&cs, &s);
+		t += 50000000;
+	}
+	for (uint64_t later = 0; later <= 10000000000ULL; later += 2500000000ULL) {
+		uint64_t g = t + later;
+		int64_t err;
+
+		CHECK(clocksync_estimate(&cs, g, &est) == 0 && est.drift_ppm == 0.0, "short span: drift %.1f ppm claimed",
+		      est.drift_ppm);
+		err = (int64_t)(clocksync_to_host(&est, g) - host_clock(g));
+		CHECK((uint64_t)llabs(err) <= est.uncertainty_ns, "short span, %.1f s later: off by %" PRId64
+		      " ns, uncertainty %" PRIu64, later / 1e9, err, est.uncertainty_ns);
+	}
 }
 
 static void test_addr(void)
