@@ -30,6 +30,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Filters and knobs, set by user space before load. */
 const volatile __u32 filter_pid = 0;
+const volatile __u8 pid_set_on = 0;		/* only the processes in the pid_set map */
 const volatile __u32 filter_tid = 0;
 const volatile __u32 self_pid = 0;		/* never trace ourselves */
 const volatile __u8 filter_comm_on = 0;
@@ -49,6 +50,11 @@ const volatile __u8 emit_records = 1;		/* per-request records to user space */
 const volatile __u8 kernel_hist = 0;		/* or: aggregate into histograms here */
 const volatile __u8 uring_on = 0;		/* io_uring layer: look up the current request */
 const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
+const volatile __u8 vq_key_on = 0;		/* virtio: note each request's virtio header GPA */
+const volatile __u64 page_offset_base_addr = 0;	/* &page_offset_base from kallsyms, 0 = not exported */
+
+/* The direct map's base (x86_64 page_offset_base), once known; 0 until then. */
+__u64 direct_map_base = 0;
 
 /* Per-thread state for a synchronous system call in flight. */
 struct iot_thread {
@@ -73,6 +79,7 @@ struct iot_bio {
 	__u64 inode;
 	__u64 sector;
 	__u64 rq_ts[RQ_TS_MAX];		/* the request's stamps, kept in its head bio */
+	__u64 vq_gpa;			/* and its virtio header's guest-physical address */
 	__u64 ts_complete;
 	__s64 result;
 	__u32 pid, tid, actor_tid;
@@ -175,6 +182,14 @@ struct {
 	__type(value, __u32);
 } irq_disk SEC(".maps");
 
+/* The processes (tgid) traced when pid_set_on: filled and emptied by user space while tracing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_set SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, IOT_CNT_MAX);
@@ -246,15 +261,29 @@ static __always_inline bool comm_matches(const char *comm)
 	return true;
 }
 
-static __always_inline bool task_matches(__u32 pid, __u32 tid, const char *comm, __u64 cgid)
+/* --pid, and the set of processes user space maintains (host mode: the QEMU processes). */
+static __always_inline bool pid_matches(__u32 pid)
 {
 	if (filter_pid && pid != filter_pid)
 		return false;
+	if (pid_set_on && !bpf_map_lookup_elem(&pid_set, &pid))
+		return false;
+	return true;
+}
+
+/* The filters on a task besides its process (callers check pid_matches() first). */
+static __always_inline bool thread_matches(__u32 tid, const char *comm, __u64 cgid)
+{
 	if (filter_tid && tid != filter_tid)
 		return false;
 	if (filter_cgroup && cgid != filter_cgroup)
 		return false;
 	return comm_matches(comm);
+}
+
+static __always_inline bool task_matches(__u32 pid, __u32 tid, const char *comm, __u64 cgid)
+{
+	return pid_matches(pid) && thread_matches(tid, comm, cgid);
 }
 
 static __always_inline bool sampled_out(void)
@@ -412,6 +441,9 @@ static __always_inline void set_max(__u64 *slot, __u64 v)
 /* Fold one finished bio into the record of the request that caused it. */
 static __always_inline void fold_bio(struct iot_record *r, const struct iot_bio *b)
 {
+	/* A record of several requests is keyed by the first one issued. */
+	if (b->vq_gpa && (!r->vq_gpa || b->rq_ts[RQ_ISSUE] < r->ts[IOT_TS_RQ_ISSUE]))
+		r->vq_gpa = b->vq_gpa;
 	set_min(&r->ts[IOT_TS_BIO_QUEUE], b->ts_queue);
 	set_min(&r->ts[IOT_TS_RQ_INSERT], b->rq_ts[RQ_INSERT]);
 	set_min(&r->ts[IOT_TS_RQ_ISSUE], b->rq_ts[RQ_ISSUE]);
@@ -539,7 +571,7 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 
 	if (pid == self_pid)
 		return;
-	if (filter_pid && pid != filter_pid)
+	if (!pid_matches(pid))
 		return;
 	if (filter_tid && tid != filter_tid)
 		return;
@@ -577,7 +609,7 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 	}
 	bpf_get_current_comm(comm, sizeof(comm));
 	cgid = bpf_get_current_cgroup_id();
-	if (!task_matches(pid, tid, comm, cgid)) {
+	if (!thread_matches(tid, comm, cgid)) {
 		count(IOT_CNT_FILTERED);
 		return;
 	}
@@ -685,12 +717,12 @@ int sys_exit_io_getevents(struct trace_event_raw_sys_exit *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	char comm[IOT_COMM_LEN];
 
-	if (filter_pid && (id >> 32) != filter_pid)
+	if (!pid_matches(id >> 32))
 		return 0;
 	if (filter_tid && (__u32)id != filter_tid)
 		return 0;
 	bpf_get_current_comm(comm, sizeof(comm));
-	if (!task_matches(id >> 32, (__u32)id, comm, filter_cgroup ? bpf_get_current_cgroup_id() : 0))
+	if (!thread_matches((__u32)id, comm, filter_cgroup ? bpf_get_current_cgroup_id() : 0))
 		return 0;
 	count(IOT_CNT_CALL_IO_GETEVENTS);
 	return 0;
@@ -972,6 +1004,9 @@ static __always_inline void on_bio_queue(struct bio *bio)
 		}
 		if (d && d->pid == self_pid)
 			return;
+		/* A dirtier passed the filters when it dirtied; a process since taken out of the set is not traced. */
+		if (d && pid_set_on && !pid_matches(d->pid))
+			return;
 		if (d) {
 			b.pid = d->pid;
 			b.tid = d->tid;
@@ -1062,6 +1097,82 @@ static __always_inline void on_rq_insert(struct request *rq)
 		b->rq_ts[RQ_INSERT] = bpf_ktime_get_ns();
 }
 
+/*
+ * The key of a virtio-blk request on both sides of the VM boundary: QEMU pops
+ * it as a virtqueue element whose first "out" descriptor is the guest-physical
+ * address of its struct virtio_blk_outhdr, the first member of struct
+ * virtblk_req, which is the request's blk-mq pdu (blk_mq_rq_to_pdu(): right
+ * after struct request). The direct map turns its address into the GPA.
+ */
+
+/* Before 6.18, which generalised the DMA mapping of virtio rings to "map" ops, the flag was use_dma_api. */
+struct vring_virtqueue___dma {
+	bool use_dma_api;
+} __attribute__((preserve_access_index));
+
+#define DIRECT_MAP_NONE 1	/* direct_map_base: tried, not to be known here */
+
+/*
+ * Where page_offset_base is not exported (no CONFIG_KALLSYMS_ALL): a
+ * virtqueue the ring driver maps without the DMA API lives in the direct map
+ * and the driver keeps its physical address, handed to the device; the two
+ * differ by the base.
+ */
+static __always_inline __u64 vring_direct_map_base(struct request *rq)
+{
+	struct virtio_blk *vblk;
+	struct vring_virtqueue *vvq;
+	struct virtqueue *vq;
+	__u64 va, pa;
+	bool mapped;
+
+	if (!bpf_core_type_exists(struct virtio_blk) || !bpf_core_type_exists(struct vring_virtqueue))
+		return 0;
+	vblk = BPF_CORE_READ(rq, q, queuedata);
+	if (!vblk)
+		return 0;
+	vq = BPF_CORE_READ(vblk, vqs, vq);
+	if (!vq)
+		return 0;
+	vvq = (void *)vq - bpf_core_field_offset(struct vring_virtqueue, vq);
+	if (bpf_core_field_exists(vvq->use_map_api))
+		mapped = BPF_CORE_READ(vvq, use_map_api);
+	else if (bpf_core_field_exists(((struct vring_virtqueue___dma *)vvq)->use_dma_api))
+		mapped = BPF_CORE_READ((struct vring_virtqueue___dma *)vvq, use_dma_api);
+	else
+		return 0;
+	if (mapped)
+		return 0;	/* DMA addresses, not physical ones (IOMMU, confidential guest) */
+	if (BPF_CORE_READ(vvq, packed_ring)) {
+		va = (__u64)BPF_CORE_READ(vvq, packed.vring.desc);
+		pa = BPF_CORE_READ(vvq, packed.ring_dma_addr);
+	} else {
+		va = (__u64)BPF_CORE_READ(vvq, split.vring.desc);
+		pa = BPF_CORE_READ(vvq, split.queue_dma_addr);
+	}
+	return va - pa;
+}
+
+static __always_inline __u64 virtio_hdr_gpa(struct request *rq)
+{
+	__u64 base = direct_map_base, hdr;
+
+	if (!base) {
+		if (page_offset_base_addr)
+			bpf_probe_read_kernel(&base, sizeof(base), (void *)page_offset_base_addr);
+		else
+			base = vring_direct_map_base(rq);
+		/* x86_64 KASLR moves the direct map in 1 GiB steps, within the kernel half. */
+		if (!(base >> 63) || (base & ((1ULL << 30) - 1)))
+			base = DIRECT_MAP_NONE;
+		direct_map_base = base;
+	}
+	if (base == DIRECT_MAP_NONE)
+		return 0;
+	hdr = (__u64)rq + bpf_core_type_size(struct request);
+	return hdr > base ? hdr - base : 0;
+}
+
 static __always_inline void on_rq_issue(struct request *rq)
 {
 	struct iot_bio *b = rq_head(rq);
@@ -1080,6 +1191,12 @@ static __always_inline void on_rq_issue(struct request *rq)
 		/* Without a probe in virtio_queue_rq, the kick follows the issue at once. */
 		if (virtio_derived && d->driver == IOT_DRV_VIRTIO_BLK && !b->rq_ts[RQ_DRIVER])
 			b->rq_ts[RQ_DRIVER] = b->rq_ts[RQ_ISSUE];
+		/*
+		 * The issue (blk_mq_start_request()) runs inside virtio_queue_rq{,s}, on
+		 * either route: the request is in the virtio layer's hands, header filled.
+		 */
+		if (vq_key_on && d->driver == IOT_DRV_VIRTIO_BLK)
+			b->vq_gpa = virtio_hdr_gpa(rq);
 	}
 }
 
@@ -1094,6 +1211,7 @@ static __always_inline void on_rq_flag(struct request *rq, __u32 flag)
 /* What a request's completion gathers from its bios before handing each to its owner. */
 struct iot_rqacc {
 	__u64 rq_ts[RQ_TS_MAX];
+	__u64 vq_gpa;
 	__u64 keys[RQ_BIO_WALK];
 	__u32 n;
 	__u32 flags;
@@ -1122,6 +1240,8 @@ __noinline int rq_gather_bio(__u64 bkey)
 	acc->flags |= b->flags & (IOT_F_REQUEUED | IOT_F_ERROR);
 	if (b->driver)
 		acc->driver = b->driver;
+	if (b->vq_gpa)
+		acc->vq_gpa = b->vq_gpa;
 	return 0;
 }
 
@@ -1141,6 +1261,7 @@ __noinline int rq_finish_bio(__u32 i, __u64 now)
 	b->ts_complete = now;
 	b->flags |= acc->flags;
 	b->driver = acc->driver;
+	b->vq_gpa = acc->vq_gpa;
 	/* blk_status_t is not an errno; a failed request reports -EIO. */
 	if (acc->flags & IOT_F_ERROR)
 		b->result = -5;

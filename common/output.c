@@ -275,6 +275,8 @@ static int format_json(const struct iot_record *r, const struct iot_split *sp, c
 	sb_i64(&b, r->result);
 	if (r->driver)
 		sb_kv_str(&b, "driver", iot_driver_name(r->driver));
+	if (r->vq_gpa)
+		sb_kv_u64(&b, "virtio_hdr_gpa", r->vq_gpa);
 	if (r->kind == IOT_KIND_URING) {
 		SB_LIT(&b, ",\"uring\":{\"opcode\":");
 		sb_u64(&b, r->uring_opcode);
@@ -359,10 +361,16 @@ static void account(struct output *o, const struct iot_record *r, const struct i
 
 void output__record(struct output *o, const struct iot_record *r)
 {
-	output__record_src(o, r, NULL, false);
+	output__record_src_ext(o, r, NULL, false, NULL, NULL);
 }
 
 void output__record_src(struct output *o, const struct iot_record *r, const char *src, bool guest_clock)
+{
+	output__record_src_ext(o, r, src, guest_clock, NULL, NULL);
+}
+
+void output__record_src_ext(struct output *o, const struct iot_record *r, const char *src, bool guest_clock,
+			    const char *json_extra, const char *text_extra)
 {
 	struct iot_split s;
 	char buf[4096], esc[512];
@@ -378,17 +386,29 @@ void output__record_src(struct output *o, const struct iot_record *r, const char
 		n = format_text(o, r, &s, buf, sizeof(buf));
 	if (n <= 0)
 		return;
-	if (!src) {
-		fprintf(o->opts.out, "%s\n", buf);
-	} else if (o->opts.format == OUT_JSON) {
-		/* {"type":"io" then the guest, then the rest of the object. */
+	if (o->opts.format == OUT_JSON) {
+		/* {"type":"io" then the guest, then the rest of the object, then the extra fields. */
 		static const char head[] = "{\"type\":\"io\"";
 
-		json_escape(src, strlen(src), esc, sizeof(esc));
-		fprintf(o->opts.out, "%s,\"guest\":\"%s\"%s%s\n", head, esc,
-			guest_clock ? ",\"clock\":\"guest\"" : "", buf + sizeof(head) - 1);
+		if (json_extra && n > 0 && buf[n - 1] == '}')
+			buf[--n] = 0;
+		if (src) {
+			json_escape(src, strlen(src), esc, sizeof(esc));
+			fprintf(o->opts.out, "%s,\"guest\":\"%s\"%s%s", head, esc,
+				guest_clock ? ",\"clock\":\"guest\"" : "", buf + sizeof(head) - 1);
+		} else {
+			fputs(buf, o->opts.out);
+		}
+		if (json_extra)
+			fprintf(o->opts.out, ",%s}", json_extra);
+		fputc('\n', o->opts.out);
 	} else {
-		fprintf(o->opts.out, "[%s%s] %s\n", src, guest_clock ? " guest clock" : "", buf);
+		if (src)
+			fprintf(o->opts.out, "[%s%s] ", src, guest_clock ? " guest clock" : "");
+		fputs(buf, o->opts.out);
+		if (text_extra)
+			fprintf(o->opts.out, " %s", text_extra);
+		fputc('\n', o->opts.out);
 	}
 }
 

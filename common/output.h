@@ -32,6 +32,12 @@ void output__record(struct output *o, const struct iot_record *r);
  * put on this machine's clock (no synchronisation yet).
  */
 void output__record_src(struct output *o, const struct iot_record *r, const char *src, bool guest_clock);
+/*
+ * The same with more: json_extra ("key":value,...) goes inside the JSON
+ * object, text_extra at the end of the text line (either may be NULL).
+ */
+void output__record_src_ext(struct output *o, const struct iot_record *r, const char *src, bool guest_clock,
+			    const char *json_extra, const char *text_extra);
 /* One line (text) or object (JSON) describing each layer's state. */
 void output__layer(struct output *o, const char *layer, const char *state, const char *route);
 void output__stats(struct output *o, const uint64_t counts[IOT_CNT_MAX], uint64_t user_dropped);

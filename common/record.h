@@ -110,6 +110,8 @@ struct iot_record {
 	__u64 sector;		/* first 512-byte sector, IOT_UNKNOWN_U64 when no block I/O */
 	__u64 offcpu_ns;	/* time the issuing thread was blocked during the request */
 	__u64 user_data;	/* io_uring user_data */
+	__u64 vq_gpa;		/* virtio-blk: guest-physical address of the (first) request's
+				 * struct virtio_blk_outhdr, the key QEMU sees; 0 when unknown */
 	__s64 result;		/* syscall return, CQE res, or -errno from the block layer */
 	__u32 pid;		/* process the request is attributed to */
 	__u32 tid;

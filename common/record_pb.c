@@ -15,6 +15,7 @@ void record_to_pb(const struct iot_record *r, Iotracer__Record *m, uint64_t *ts_
 	m->sector = r->sector;
 	m->offcpu_ns = r->offcpu_ns;
 	m->user_data = r->user_data;
+	m->virtio_hdr_gpa = r->vq_gpa;
 	m->result = r->result;
 	m->pid = r->pid;
 	m->tid = r->tid;
@@ -54,6 +55,7 @@ int record_from_pb(const Iotracer__Record *m, struct iot_record *ret)
 	r.sector = m->sector;
 	r.offcpu_ns = m->offcpu_ns;
 	r.user_data = m->user_data;
+	r.vq_gpa = m->virtio_hdr_gpa;
 	r.result = m->result;
 	r.pid = m->pid;
 	r.tid = m->tid;

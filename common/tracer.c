@@ -275,6 +275,48 @@ static const char *virtio_route(struct tracer *t)
 	return kind;
 }
 
+/* The address of a kernel symbol in /proc/kallsyms; -ENOENT if absent or hidden (shown as 0). */
+static int kallsyms_addr(const char *sym, uint64_t *ret_addr)
+{
+	FILE *f = fopen("/proc/kallsyms", "re");
+	char line[512], name[256];
+	unsigned long long addr;
+	char type;
+	int err = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx %c %255s", &addr, &type, name) != 3 || strcmp(name, sym))
+			continue;
+		if (addr) {
+			*ret_addr = addr;
+			err = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
+/*
+ * The virtio header GPA of each request (the key QEMU knows it by) is its
+ * direct-map address minus page_offset_base (x86_64, KASLR-randomised). Its
+ * address, where kallsyms exports it (CONFIG_KALLSYMS_ALL), goes to the BPF
+ * side, which reads it once; elsewhere the BPF side takes the base from the
+ * virtio ring driver, or the key stays 0.
+ */
+static void virtio_key(struct tracer *t)
+{
+#if defined(__x86_64__)
+	uint64_t addr = 0;
+
+	t->skel->rodata->vq_key_on = 1;
+	if (kallsyms_addr("page_offset_base", &addr) == 0)
+		t->skel->rodata->page_offset_base_addr = addr;
+#endif
+}
+
 /* Decide a route for every layer and enable its programs. */
 static void choose_routes(struct tracer *t)
 {
@@ -375,6 +417,8 @@ static void choose_routes(struct tracer *t)
 				  "derived: block_rq_issue on virtio-blk + irq_handler_entry (%s; no fentry/kprobe)", vd);
 			irq_needed = true;
 		}
+		if (t->layers[IOT_LAYER_VIRTIO].state == LAYER_ON)
+			virtio_key(t);
 	}
 	if (irq_needed && tp_exists("irq_handler_entry")) {
 		snprintf(name, sizeof(name), "%sirq_handler_entry", t->use_btf ? "btf_" : "raw_");
@@ -426,6 +470,7 @@ static int configure(struct tracer *t)
 
 	s->rodata->self_pid = getpid();
 	s->rodata->filter_pid = o->pid;
+	s->rodata->pid_set_on = !!o->pid_set;
 	s->rodata->filter_tid = o->tid;
 	if (o->comm) {
 		s->rodata->filter_comm_on = 1;
@@ -609,6 +654,22 @@ int tracer__attach(struct tracer *t)
 		return err;
 	}
 	return 0;
+}
+
+int tracer__add_pid(struct tracer *t, uint32_t tgid)
+{
+	__u8 one = 1;
+
+	if (!t->opts.pid_set || !t->skel || bpf_map__fd(t->skel->maps.pid_set) < 0 || !tgid)
+		return -EINVAL;
+	return bpf_map__update_elem(t->skel->maps.pid_set, &tgid, sizeof(tgid), &one, sizeof(one), BPF_ANY);
+}
+
+int tracer__del_pid(struct tracer *t, uint32_t tgid)
+{
+	if (!t->opts.pid_set || !t->skel || bpf_map__fd(t->skel->maps.pid_set) < 0)
+		return -EINVAL;
+	return bpf_map__delete_elem(t->skel->maps.pid_set, &tgid, sizeof(tgid), 0);
 }
 
 int tracer__poll(struct tracer *t, int timeout_ms)

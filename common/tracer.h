@@ -30,13 +30,18 @@ struct tracer_opts {
 	uint64_t min_ns;
 	uint32_t sample_n;
 	size_t ringbuf_bytes;
-	int kernel_summary;
+	int kernel_summary;	/* aggregate into in-kernel histograms; no per-request records */
 	int no_fentry;		/* never take fentry/fexit routes */
-	int no_kprobe;		/* never take kprobe routes */	/* aggregate into in-kernel histograms; no per-request records */
+	int no_kprobe;		/* never take kprobe routes */
 	tracer_record_fn on_record;
 	void *ctx;
+	/*
+	 * Trace only the processes added with tracer__add_pid(), as --pid traces
+	 * one: their threads, io-wq workers and the writeback they caused.
+	 */
+	int pid_set;
 };
-#define tracer_opts__last_field ctx
+#define tracer_opts__last_field pid_set
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */
@@ -56,6 +61,14 @@ struct tracer *tracer__new(const struct tracer_opts *opts);
 /* Probes the kernel's attach routes, picks one per layer, loads. 0 or -errno (see tracer__error). */
 int tracer__load(struct tracer *t);
 int tracer__attach(struct tracer *t);
+/*
+ * With opts.pid_set, add or remove a process (tgid) of the traced set, at
+ * any time after tracer__load(). 0 or -errno: -EINVAL without pid_set or
+ * before load, -E2BIG when the set (256) is full, -ENOENT removing a stranger.
+ * Requests in flight when a process leaves the set may still be reported.
+ */
+int tracer__add_pid(struct tracer *t, uint32_t tgid);
+int tracer__del_pid(struct tracer *t, uint32_t tgid);
 /* Consume records; returns number consumed or -errno (-EINTR is a clean stop). */
 int tracer__poll(struct tracer *t, int timeout_ms);
 /* A descriptor that polls readable when records are waiting (then tracer__flush()), or -1. */

@@ -342,13 +342,65 @@ def virtio_root_dir():
     raise Skip("no writable directory on a virtio-blk disk on this machine")
 
 
+def ram_ranges():
+    """The machine's physical RAM: top-level "System RAM" ranges of /proc/iomem, and MemTotal in bytes."""
+    ranges = []
+    with open("/proc/iomem") as f:
+        for line in f:
+            span, _, name = line.rstrip("\n").partition(" : ")
+            if name == "System RAM" and not line.startswith(" "):
+                lo, hi = span.split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    with open("/proc/meminfo") as f:
+        total = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemTotal:"))
+    check(ranges and ranges[-1][1] > 0, "/proc/iomem shows no RAM (addresses hidden?): %s" % ranges)
+    return ranges, total
+
+
+def check_vq_keys(recs, ranges, ram_bytes, what):
+    """Each record's virtio header GPA is a physical address in RAM, 8-byte aligned, and no two requests
+    in flight at the same time share one. Returns how many pairs of records were in flight together."""
+    for r in recs:
+        gpa = r.get("virtio_hdr_gpa")
+        check(gpa, "%s: no virtio_hdr_gpa: %s" % (what, r))
+        check(gpa % 8 == 0, "%s: virtio_hdr_gpa %#x not 8-byte aligned" % (what, gpa))
+        check(gpa < ram_bytes + (4 << 30), "%s: virtio_hdr_gpa %#x beyond RAM (%d bytes) + 4 GiB" %
+              (what, gpa, ram_bytes))
+        # struct virtio_blk_outhdr is 16 bytes, all of it in one RAM range.
+        check(any(lo <= gpa and gpa + 15 <= hi for lo, hi in ranges),
+              "%s: virtio_hdr_gpa %#x in no System RAM range %s" % (what, gpa, [(hex(a), hex(b)) for a, b in ranges]))
+    # In flight: from the (first) request's issue to the completion. Bios merged into one request are
+    # reported apart with that request's stamps, and its key: those are one request, not two.
+    spans = []
+    for r in recs:
+        ts = r["ts_ns"]
+        check("rq_issue" in ts and ("rq_complete" in ts or "bio_end" in ts), "%s: no request stamps: %s" % (what, r))
+        spans.append((ts["rq_issue"], ts.get("rq_complete", ts.get("bio_end")), r))
+    overlapping = 0
+    for i, (ia, ca, a) in enumerate(spans):
+        for ib, cb, b in spans[i + 1:]:
+            if (ia, ca) == (ib, cb) or not (ia < cb and ib < ca):
+                continue
+            overlapping += 1
+            check(a["virtio_hdr_gpa"] != b["virtio_hdr_gpa"],
+                  "%s: two requests in flight together share virtio_hdr_gpa %#x:\n  %s\n  %s" %
+                  (what, a["virtio_hdr_gpa"], a, b))
+    return overlapping
+
+
 def case_virtio_direct(args):
     d, dev = virtio_root_dir()
+    ranges, ram = ram_ranges()
     tmp = tempfile.mkdtemp(prefix="iotracer-virtio-", dir=d)
     path = os.path.join(tmp, "data")
     try:
         run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=4", "oflag=direct", "conv=fsync"])
         pid, ops, recs, layers = traced(args, "direct", path, 8)
+        # Requests in flight together (4 at a time), and the other kinds a request can end up in.
+        _, aio_ops, aio_recs, _ = traced(args, "aio", path, 16)
+        _, uring_ops, uring_recs, _ = traced(args, "uring", path, 16)
+        wpath = os.path.join(tmp, "dirty")
+        _, _, wb_recs, _ = traced(args, "dirty", wpath, 32, after=lambda: run(["sync", "-f", wpath]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     check_layers_on(layers, ["syscall", "fs", "block", "virtio"])
@@ -360,6 +412,24 @@ def case_virtio_direct(args):
         for k in ("syscall_enter", "fs", "bio_queue", "rq_issue", "driver", "irq", "rq_complete"):
             check(k in r["ts_ns"], "no %s timestamp: %s" % (k, r))
         check_timing(r)
+    check_vq_keys(io, ranges, ram, "pread64/pwrite64")
+
+    aio = [r for r in aio_recs if r["kind"] == "aio"]
+    same_requests(aio_ops, aio, "libaio on virtio disk %s" % dev)
+    check(check_vq_keys(aio, ranges, ram, "aio") > 0, "no two aio requests were in flight together: "
+          "the test of distinct keys proved nothing")
+    uring = [r for r in uring_recs if r["kind"] == "io_uring"]
+    same_requests(uring_ops, uring, "io_uring on virtio disk %s" % dev)
+    check_vq_keys(uring, ranges, ram, "io_uring")
+    wb = [r for r in wb_recs if r["kind"] == "bio" and r["attribution"] == "writeback-dirtier" and r["dev"] == dev]
+    check(wb, "no writeback of the dirty file attributed on %s: %s" % (dev, [(r["kind"], r["attribution"])
+                                                                          for r in wb_recs]))
+    check_vq_keys(wb, ranges, ram, "writeback bios")
+    # Whatever the kind (page faults of the workloads read from this disk too), a request the virtio-blk
+    # driver saw carries its key.
+    for r in recs + aio_recs + uring_recs + wb_recs:
+        if r.get("driver") == "virtio-blk":
+            check(r.get("virtio_hdr_gpa"), "a %s record on virtio-blk without virtio_hdr_gpa: %s" % (r["kind"], r))
 
 
 def case_filters(args):
