@@ -35,7 +35,7 @@ def cpu_ns(pid):
 
 def start_host(exe, sock, out_args):
     errf = tempfile.TemporaryFile(mode="w+")
-    p = subprocess.Popen([exe, "--mode", "host", "--listen", "unix:" + sock] + out_args,
+    p = subprocess.Popen([exe, "--mode", "host", "--no-qemu", "--listen", "unix:" + sock] + out_args,
                          stdout=subprocess.DEVNULL, stderr=errf, text=True)
     deadline = time.time() + 10
     while time.time() < deadline:

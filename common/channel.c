@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include "channel.h"
+#include "procinfo.h"
 
 uint64_t chan_now_ns(void)
 {
@@ -246,22 +247,6 @@ static void qemu_name(int pid, char *buf, size_t len)
 	}
 }
 
-static bool is_qemu(int pid)
-{
-	char path[64], exe[512];
-	const char *base;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-	n = readlink(path, exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return false;
-	exe[n] = 0;
-	base = strrchr(exe, '/');
-	base = base ? base + 1 : exe;
-	return !strncmp(base, "qemu-system-", 12) || !strncmp(base, "qemu-kvm", 8);
-}
-
 void chan_peer_name(int fd, enum iot_addr_kind kind, const void *peer, size_t peerlen,
 		    char *buf, size_t len)
 {
@@ -298,7 +283,7 @@ void chan_peer_name(int fd, enum iot_addr_kind kind, const void *peer, size_t pe
 			snprintf(buf, len, "%s:unknown", kind == IOT_ADDR_SERIAL ? "serial" : "unix");
 			return;
 		}
-		if (is_qemu(cred.pid)) {
+		if (proc_is_qemu(cred.pid)) {
 			qemu_name(cred.pid, name, sizeof(name));
 			snprintf(buf, len, "qemu:%d%s%s", cred.pid, name[0] ? "/" : "", name);
 		} else {

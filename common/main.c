@@ -42,6 +42,9 @@ struct cli {
 	struct iot_addr listen[HOST_LISTEN_MAX];
 	int nlisten;
 	size_t queue_bytes;
+	int qemu_pids[16];
+	int nqemu_pids;
+	bool no_qemu;
 };
 
 static const char usage_text[] =
@@ -57,10 +60,10 @@ static const char usage_text[] =
 "  --mode guest        trace this machine (a VM) and stream every request to\n"
 "                      a host agent; records wait in a bounded queue while the\n"
 "                      host is away, and what is dropped is counted\n"
-"  --mode host         accept guest agents (many at once) and print their\n"
-"                      requests with times on this machine's clock; needs no\n"
-"                      privileges (tracing QEMU and the host kernel beneath\n"
-"                      it is not in this version)\n"
+"  --mode host         accept guest agents (many at once), trace every QEMU\n"
+"                      process (uprobes) and the host kernel beneath it, and\n"
+"                      print each guest request joined to the QEMU request\n"
+"                      and host I/O that served it, on this machine's clock\n"
 "\n"
 "Guest and host (docs/channel.md):\n"
 "      --connect ADDR     guest: where the host agent is (default vsock:2:5470)\n"
@@ -68,6 +71,11 @@ static const char usage_text[] =
 "                         vsock:2:5470, i.e. port 5470 for every guest CID)\n"
 "      --queue-kb KB      guest: bound of the unacknowledged send queue\n"
 "                         (default 2048)\n"
+"      --qemu-pid PID     host: trace this QEMU process (repeatable; default:\n"
+"                         every qemu-system-* running, and those that start);\n"
+"                         one that cannot be traced is an error\n"
+"      --no-qemu          host: only receive guests, trace nothing here (needs\n"
+"                         no privileges)\n"
 "                         ADDR: vsock:CID:PORT, serial:PATH (in the guest the\n"
 "                         virtio-serial port, on the host the unix socket QEMU\n"
 "                         serves for it), unix:PATH or tcp:HOST:PORT\n"
@@ -163,7 +171,7 @@ static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t
 }
 
 enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE,
-       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE };
+       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE, OPT_QEMU_PID, OPT_NO_QEMU };
 
 static void parse_args(int argc, char **argv, struct cli *c)
 {
@@ -194,6 +202,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "connect", required_argument, NULL, OPT_CONNECT },
 		{ "listen", required_argument, NULL, OPT_LISTEN },
 		{ "queue-kb", required_argument, NULL, OPT_QUEUE },
+		{ "qemu-pid", required_argument, NULL, OPT_QEMU_PID },
+		{ "no-qemu", no_argument, NULL, OPT_NO_QEMU },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{}
@@ -327,6 +337,16 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			has_queue = true;
 			break;
 		}
+		case OPT_QEMU_PID:
+			if (c->nqemu_pids == 16)
+				die_usage("--qemu-pid: at most 16");
+			c->qemu_pids[c->nqemu_pids] = parse_u64("--qemu-pid", optarg, INT_MAX);
+			if (!c->qemu_pids[c->nqemu_pids++])
+				die_usage("--qemu-pid: 0 is not a process");
+			break;
+		case OPT_NO_QEMU:
+			c->no_qemu = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -352,6 +372,10 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		die_usage("--queue-kb is for --mode guest");
 	if (c->nlisten && strcmp(c->mode, "host"))
 		die_usage("--listen is for --mode host");
+	if ((c->nqemu_pids || c->no_qemu) && strcmp(c->mode, "host"))
+		die_usage("--qemu-pid and --no-qemu are for --mode host");
+	if (c->nqemu_pids && c->no_qemu)
+		die_usage("--qemu-pid and --no-qemu contradict each other");
 	if (!strcmp(c->mode, "guest")) {
 		if (c->summary || requests || c->interval_s || c->tree || c->output_path)
 			die_usage("--mode guest sends its records to the host: --summary, --requests, --interval, "
@@ -483,7 +507,8 @@ static int run_host(struct cli *c)
 {
 	struct output_opts oopts = { .sz = sizeof(oopts) };
 	struct host_opts h = { .nlisten = c->nlisten, .json = c->json, .duration_s = c->duration_s,
-			       .stop = &stop };
+			       .stop = &stop, .trace_qemu = !c->no_qemu, .summary = c->summary,
+			       .nqemu_pids = c->nqemu_pids, .verbose = verbose };
 	FILE *of = stdout;
 	int err;
 
@@ -495,6 +520,9 @@ static int run_host(struct cli *c)
 		}
 	}
 	memcpy(h.listen, c->listen, sizeof(h.listen));
+	memcpy(h.qemu_pids, c->qemu_pids, sizeof(h.qemu_pids));
+	if (h.trace_qemu)
+		libbpf_set_print(libbpf_print);
 	oopts.format = c->json ? OUT_JSON : OUT_TEXT;
 	oopts.tree = c->tree;
 	oopts.per_request = !c->summary_only;

@@ -20,8 +20,11 @@
 #include <sys/utsname.h>
 #include "channel.h"
 #include "clocksync.h"
+#include "correlate.h"
 #include "disks.h"
 #include "host.h"
+#include "qemu.h"
+#include "tracer.h"
 
 /* A guest that lets this much of our replies pile up does not read them. */
 #define CONN_TX_LIMIT (64u << 10)
@@ -64,10 +67,30 @@ struct conn {
 	bool have_est;
 	uint64_t rx_ns;
 	uint64_t frames, batches, records, dups, invalid, unsynced;
+	int vm_pid;			/* the QEMU serving this guest, when the transport tells */
+};
+
+#define VMS_MAX 64
+#define QEMU_BINARIES_MAX 8
+#define VM_SCAN_NS (1000ull * 1000000)
+
+struct vm_ent {
+	struct qemu_vm vm;
+	struct qemu_tracer *qt;
+	char version[32];
+	bool refused;		/* seen, not traced (reason logged once) */
 };
 
 struct host {
 	const struct host_opts *o;
+	/* The qemu layer: one uprobe set per QEMU binary, the host kernel filtered to QEMU processes. */
+	struct tracer *kt;
+	struct qemu_tracer *qt[QEMU_BINARIES_MAX];
+	int nqt;
+	struct vm_ent vms[VMS_MAX];
+	int nvms;
+	struct corr *corr;
+	uint64_t next_scan_ns;
 	struct endpoint ep[HOST_LISTEN_MAX];
 	struct conn *conns;
 	struct session sessions[SESSIONS_MAX];
@@ -136,6 +159,292 @@ static int build_hello(struct host *h)
 	r = frame_encode(&f, h->hello + IOT_CHAN_MAGIC_LEN, n - IOT_CHAN_MAGIC_LEN, &n);
 	h->hello_len = n + IOT_CHAN_MAGIC_LEN;
 	return r;
+}
+
+/* ---- the qemu layer: QEMU processes, their uprobes, the host kernel beneath them ---- */
+
+static void on_kernel_record(void *ctx, const struct iot_record *r)
+{
+	struct host *h = ctx;
+
+	corr_host_record(h->corr, r);
+}
+
+static void on_qemu_event(void *ctx, const struct iot_qemu_event *e)
+{
+	struct host *h = ctx;
+
+	corr_qemu_event(h->corr, e);
+}
+
+static struct vm_ent *vm_find(struct host *h, int pid)
+{
+	for (int i = 0; i < h->nvms; i++)
+		if (h->vms[i].vm.pid == pid)
+			return &h->vms[i];
+	return NULL;
+}
+
+static void vm_event(struct host *h, const struct vm_ent *v, const char *event, const char *reason)
+{
+	FILE *f = h->o->of;
+
+	if (!h->o->json)
+		return;
+	fprintf(f, "{\"type\":\"vm\",\"event\":\"%s\",\"qemu_pid\":%d", event, v->vm.pid);
+	jstr(f, "name", v->vm.name);
+	jstr(f, "exe", v->vm.exe);
+	jstr(f, "version", v->version);
+	if (reason)
+		jstr(f, "reason", reason);
+	if (v->vm.vsock_cid)
+		fprintf(f, ",\"vsock_cid\":%u", v->vm.vsock_cid);
+	fputs(",\"serial_sockets\":[", f);
+	for (int i = 0; i < v->vm.nserial; i++) {
+		char esc[256];
+
+		json_escape(v->vm.serial_socket[i], strlen(v->vm.serial_socket[i]), esc, sizeof(esc));
+		fprintf(f, "%s\"%s\"", i ? "," : "", esc);
+	}
+	fputs("],\"drives\":[", f);
+	for (int i = 0; i < v->vm.ndrives; i++) {
+		const struct qemu_drive *d = &v->vm.drives[i];
+
+		fputs(i ? ",{" : "{", f);
+		fprintf(f, "\"index\":%d", i);
+		jstr(f, "id", d->id);
+		jstr(f, "file", d->file);
+		jstr(f, "format", d->format);
+		jstr(f, "aio", d->aio);
+		jstr(f, "cache", d->cache);
+		jstr(f, "device", d->device);
+		jstr(f, "serial", d->serial);
+		fputc('}', f);
+	}
+	fputs("]}\n", f);
+	fflush(f);
+}
+
+/* Starts tracing a QEMU process. 0, or -errno with the reason logged (and the VM remembered as refused). */
+static int vm_add(struct host *h, int pid)
+{
+	struct vm_ent *v = vm_find(h, pid);
+	const struct iot_qemu_layout *layout;
+	char err[400];
+	int r;
+
+	if (v)
+		return v->refused ? -EPERM : 0;
+	if (h->nvms == VMS_MAX) {
+		logf_("qemu pid %d: more than %d VMs, not traced", pid, VMS_MAX);
+		return -ENOSPC;
+	}
+	v = &h->vms[h->nvms];
+	memset(v, 0, sizeof(*v));
+	r = qemu_vm_read(pid, &v->vm);
+	if (r) {
+		logf_("qemu pid %d: %s", pid, r == -ESRCH ? "not a running QEMU" : strerror(-r));
+		return r;
+	}
+	h->nvms++;
+	if (qemu_binary_version(v->vm.exe, v->version, sizeof(v->version))) {
+		snprintf(err, sizeof(err), "%s has no QEMU version banner: not a QEMU we know", v->vm.exe);
+		goto refuse;
+	}
+	layout = qemu_layout_for(v->version, err, sizeof(err));
+	if (!layout)
+		goto refuse;
+	for (int i = 0; i < h->nqt; i++)
+		if (!strcmp(qemu_tracer__exe(h->qt[i]), v->vm.exe))
+			v->qt = h->qt[i];
+	if (!v->qt) {
+		if (h->nqt == QEMU_BINARIES_MAX) {
+			snprintf(err, sizeof(err), "more than %d QEMU binaries", QEMU_BINARIES_MAX);
+			goto refuse;
+		}
+		v->qt = qemu_tracer__new(v->vm.exe, layout, on_qemu_event, h, err, sizeof(err));
+		if (!v->qt)
+			goto refuse;
+		h->qt[h->nqt++] = v->qt;
+	}
+	if ((r = qemu_tracer__add_pid(v->qt, pid)) || (r = tracer__add_pid(h->kt, pid))) {
+		snprintf(err, sizeof(err), "cannot add it to the traced processes: %s", strerror(-r));
+		qemu_tracer__del_pid(v->qt, pid);
+		goto refuse;
+	}
+	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
+	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "");
+	vm_event(h, v, "traced", NULL);
+	return 0;
+refuse:
+	v->refused = true;
+	v->qt = NULL;
+	logf_("qemu pid %d (%s): %s", pid, v->vm.exe, err);
+	vm_event(h, v, "refused", err);
+	return -EPERM;
+}
+
+static void vm_gone(struct host *h, int i)
+{
+	struct vm_ent *v = &h->vms[i];
+
+	if (!v->refused) {
+		qemu_tracer__del_pid(v->qt, v->vm.pid);
+		tracer__del_pid(h->kt, v->vm.pid);
+		logf_("qemu pid %d%s%s exited", v->vm.pid, v->vm.name[0] ? " " : "", v->vm.name);
+	}
+	vm_event(h, v, "gone", NULL);
+	h->vms[i] = h->vms[--h->nvms];
+}
+
+/* Every QEMU running now is traced; those gone are forgotten. */
+static void vm_scan(struct host *h)
+{
+	int pids[VMS_MAX], n = qemu_scan(pids, VMS_MAX);
+
+	for (int i = h->nvms - 1; i >= 0; i--) {
+		bool alive = false;
+
+		for (int k = 0; k < n; k++)
+			alive |= pids[k] == h->vms[i].vm.pid;
+		if (!alive)
+			vm_gone(h, i);
+	}
+	for (int k = 0; k < n; k++)
+		vm_add(h, pids[k]);
+}
+
+/* The QEMU behind a guest connection, by what the transport proved: 0 when none. */
+static int vm_of_guest(struct host *h, const char *id)
+{
+	if (!h->corr)
+		return 0;
+	if (!strncmp(id, "qemu:", 5)) {
+		int pid = atoi(id + 5);
+
+		if (pid > 0 && !vm_add(h, pid))
+			return pid;
+	} else if (!strncmp(id, "vsock:", 6)) {
+		uint32_t cid = strtoul(id + 6, NULL, 10);
+
+		for (int i = 0; i < h->nvms; i++)
+			if (!h->vms[i].refused && h->vms[i].vm.vsock_cid == cid)
+				return h->vms[i].vm.pid;
+	}
+	return 0;
+}
+
+static int qemu_layer_start(struct host *h)
+{
+	struct tracer_opts topts = { .sz = sizeof(topts) };
+	struct corr_opts copts = { .out = h->o->out, .of = h->o->of, .json = h->o->json };
+	char errbuf[256];
+	int r;
+
+	r = tracer_prepare_env(errbuf, sizeof(errbuf));
+	if (r) {
+		fprintf(stderr, "iotracer: host: %s (host mode traces QEMU and the host kernel; --no-qemu only "
+			"receives guests)\n", errbuf);
+		return r;
+	}
+	h->corr = corr_new(&copts);
+	if (!h->corr)
+		return -ENOMEM;
+	topts.layers = (1u << IOT_LAYER_MAX) - 1;
+	topts.pid_set = 1;
+	topts.on_record = on_kernel_record;
+	topts.ctx = h;
+	h->kt = tracer__new(&topts);
+	if (!h->kt)
+		return -errno;
+	r = tracer__load(h->kt);
+	if (!r)
+		r = tracer__attach(h->kt);
+	if (r) {
+		fprintf(stderr, "iotracer: host: the host kernel layers: %s\n", tracer__error(h->kt) ?: strerror(-r));
+		return r;
+	}
+	for (int l = 0; l < IOT_LAYER_MAX; l++) {
+		const struct layer_status *ls = tracer__layer(h->kt, l);
+
+		if (h->o->verbose || ls->state != LAYER_ON)
+			logf_("host kernel layer %-9s %s %s", iot_layer_name(l),
+			      ls->state == LAYER_ON ? "on" : ls->state == LAYER_OFF ? "off" : "unavailable", ls->route);
+	}
+	for (int i = 0; i < h->o->nqemu_pids; i++) {
+		r = vm_add(h, h->o->qemu_pids[i]);
+		if (r) {
+			fprintf(stderr, "iotracer: host: --qemu-pid %d cannot be traced (see above)\n", h->o->qemu_pids[i]);
+			return r;
+		}
+	}
+	/* Without --qemu-pid every QEMU is traced, and those started later. */
+	if (!h->o->nqemu_pids)
+		vm_scan(h);
+	h->next_scan_ns = chan_now_ns() + VM_SCAN_NS;
+	return 0;
+}
+
+/* Reads what the probes and the host kernel reported, QEMU's side first (a backend call precedes its I/O). */
+static void qemu_layer_pump(struct host *h, uint64_t now)
+{
+	if (!h->corr)
+		return;
+	for (int i = 0; i < h->nqt; i++)
+		qemu_tracer__consume(h->qt[i]);
+	tracer__flush(h->kt);
+	corr_tick(h->corr, now);
+	if (!h->o->nqemu_pids && now >= h->next_scan_ns) {
+		vm_scan(h);
+		h->next_scan_ns = now + VM_SCAN_NS;
+	}
+}
+
+static void qemu_layer_stop(struct host *h)
+{
+	struct corr_stats st;
+	uint64_t hits = 0, qc[IOT_QCNT_MAX];
+
+	if (!h->corr)
+		return;
+	for (int i = 0; i < h->nqt; i++)
+		qemu_tracer__consume(h->qt[i]);
+	if (h->kt)
+		tracer__flush(h->kt);
+	corr_flush(h->corr);
+	corr_get_stats(h->corr, &st);
+	for (int i = 0; i < h->nqt; i++)
+		if (!qemu_tracer__counters(h->qt[i], qc))
+			hits += qc[IOT_QCNT_HITS];
+	logf_("guest requests: %" PRIu64 " matched on the header address, %" PRIu64 " on sector/length/op, %" PRIu64
+	      " unmatched (no QEMU request %" PRIu64 ", key disagrees %" PRIu64 ", no traced VM %" PRIu64 "); %" PRIu64
+	      " with host I/O; QEMU requests never claimed %" PRIu64 "; uprobe hits %" PRIu64,
+	      st.guest[CORR_MATCHED_GPA], st.guest[CORR_MATCHED_SECTOR],
+	      st.guest[CORR_NO_QEMU_REQ] + st.guest[CORR_KEY_DISAGREES] + st.guest[CORR_NO_VM] + st.guest[CORR_HOLD_FULL],
+	      st.guest[CORR_NO_QEMU_REQ], st.guest[CORR_KEY_DISAGREES], st.guest[CORR_NO_VM], st.with_host_io,
+	      st.qemu_dropped, hits);
+	if (h->o->json) {
+		fprintf(h->o->of, "{\"type\":\"correlation\"");
+		for (int r = 0; r < CORR_REASON_MAX; r++)
+			fprintf(h->o->of, ",\"%s\":%" PRIu64, corr_reason_name(r), st.guest[r]);
+		fprintf(h->o->of, ",\"with_host_io\":%" PRIu64 ",\"qemu_submits\":%" PRIu64 ",\"qemu_requests\":%" PRIu64
+			",\"qemu_not_virtio\":%" PRIu64 ",\"qemu_unclaimed\":%" PRIu64 ",\"backends\":%" PRIu64
+			",\"backends_unlinked\":%" PRIu64 ",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64
+			",\"uprobe_hits\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
+			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.host_records,
+			st.host_linked, hits);
+	}
+	if (h->o->summary)
+		corr_summary(h->corr, h->o->of, h->o->json);
+	fflush(h->o->of);
+}
+
+static void qemu_layer_free(struct host *h)
+{
+	for (int i = 0; i < h->nqt; i++)
+		qemu_tracer__free(h->qt[i]);
+	tracer__free(h->kt);
+	corr_free(h->corr);
 }
 
 static struct conn *conn_new(struct host *h, struct endpoint *ep, int fd, const char *id)
@@ -252,7 +561,10 @@ static int on_record(void *ctx, const struct iot_record *r0)
 		b->c->unsynced++;
 		b->h->unsynced++;
 	}
-	output__record_src(b->h->o->out, &r, b->c->id, !b->c->have_est);
+	if (b->h->corr && b->c->vm_pid)
+		corr_guest_record(b->h->corr, b->c->vm_pid, b->c->id, !b->c->have_est, b->c->est.uncertainty_ns, &r);
+	else
+		output__record_src(b->h->o->out, &r, b->c->id, !b->c->have_est);
 	b->c->records++;
 	b->h->records++;
 	return 0;
@@ -264,6 +576,7 @@ static void on_hello(struct host *h, struct conn *c, const Iotracer__Hello *m)
 
 	c->hello = true;
 	c->sess = session_get(h, c->id, m->session);
+	c->vm_pid = vm_of_guest(h, c->id);
 	logf_("guest %s: hello: claims hostname '%s', kernel %s, %zu disks", c->id, m->hostname, m->kernel,
 	      m->n_disks);
 	if (!h->o->json)
@@ -545,6 +858,12 @@ int host_run(const struct host_opts *o)
 			}
 		}
 	}
+	/* The probes are in place before anyone is told we listen. */
+	if (o->trace_qemu) {
+		ret = qemu_layer_start(h);
+		if (ret)
+			goto out;
+	}
 	for (int i = 0; i < o->nlisten; i++) {
 		logf_("%s %s", h->ep[i].lfd >= 0 ? "listening on" : "connecting to QEMU's socket for",
 		      h->ep[i].name);
@@ -558,7 +877,7 @@ int host_run(const struct host_opts *o)
 
 	while (!*o->stop) {
 		uint64_t now = chan_now_ns(), next = now + 100000000ull;
-		size_t n = 0, nconn = 0, k;
+		size_t n = 0, nconn = 0, k, nc;
 		int timeout;
 
 		if (o->duration_s && now - start >= (uint64_t)(o->duration_s * 1e9))
@@ -575,8 +894,8 @@ int host_run(const struct host_opts *o)
 		}
 		for (struct conn *c = h->conns; c; c = c->next)
 			nconn++;
-		if (pcap < (size_t)o->nlisten + nconn) {
-			pcap = (o->nlisten + nconn) * 2;
+		if (pcap < (size_t)o->nlisten + nconn + QEMU_BINARIES_MAX + 1) {
+			pcap = (o->nlisten + nconn + QEMU_BINARIES_MAX + 1) * 2;
 			pfd = realloc(pfd, pcap * sizeof(*pfd));
 			pconn = realloc(pconn, pcap * sizeof(*pconn));
 			if (!pfd || !pconn) {
@@ -598,6 +917,15 @@ int host_run(const struct host_opts *o)
 			if (c->closing && c->close_by_ns < next)
 				next = c->close_by_ns;
 		}
+		nc = n;
+		if (h->corr) {
+			/* Wake for the probes' and the host kernel's reports; held guest records are looked at often. */
+			for (int i = 0; i < h->nqt; i++)
+				pfd[n++] = (struct pollfd){ .fd = qemu_tracer__fd(h->qt[i]), .events = POLLIN };
+			pfd[n++] = (struct pollfd){ .fd = tracer__fd(h->kt), .events = POLLIN };
+			if (now + 50000000ull < next)
+				next = now + 50000000ull;
+		}
 		timeout = next > now ? (int)((next - now + 999999) / 1000000) : 0;
 		if (poll(pfd, n, timeout) < 0) {
 			if (errno == EINTR)
@@ -612,7 +940,9 @@ int host_run(const struct host_opts *o)
 			if (pfd[i].revents)
 				accept_all(h, &h->ep[e]);
 		}
-		for (size_t i = k; i < n; i++) {
+		/* QEMU's and the host kernel's side first: guest records may be waiting for them. */
+		qemu_layer_pump(h, chan_now_ns());
+		for (size_t i = k; i < nc; i++) {
 			struct conn *c = pconn[i];
 			int r;
 
@@ -652,6 +982,7 @@ int host_run(const struct host_opts *o)
 		chan_tx_flush(&c->tx, c->fd);
 		conn_end(h, c, c->closing ? c->close_reason : "host exiting");
 	}
+	qemu_layer_stop(h);
 	print_totals(h);
 out:
 	for (int i = 0; i < o->nlisten; i++) {
@@ -663,6 +994,7 @@ out:
 	}
 	free(pfd);
 	free(pconn);
+	qemu_layer_free(h);
 	free(h->hello);
 	free(h);
 	return ret;

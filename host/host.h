@@ -19,6 +19,12 @@ struct host_opts {
 	FILE *of;		/* where events go, next to the records */
 	double duration_s;	/* 0: until stop */
 	volatile sig_atomic_t *stop;
+	/* The qemu layer and the host kernel beneath QEMU (needs root). */
+	bool trace_qemu;
+	bool summary;		/* the guest-to-host segments at exit */
+	int qemu_pids[16];	/* --qemu-pid: these must be traced, or the agent stops */
+	int nqemu_pids;
+	bool verbose;
 };
 
 /* 0 on a clean stop, else -errno (reason printed). */

@@ -24,6 +24,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qtest import Fail, build_guest, check, sections  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 COUNT = 12
 PORT = "/dev/virtio-ports/org.iotracer.0"
@@ -59,24 +62,7 @@ echo "=== end"
 """ % {"port": PORT, "count": COUNT}
 
 
-class Fail(Exception):
-    pass
 
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def sections(out):
-    cur, secs = None, {}
-    for line in out.splitlines():
-        if line.startswith("=== "):
-            cur = line[4:]
-            secs[cur] = []
-        elif cur is not None:
-            secs[cur].append(line)
-    return secs
 
 
 class Host:
@@ -84,7 +70,7 @@ class Host:
         self.name = name
         self.lines = []
         self.errf = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen([iotracer, "--mode", "host", "--listen", "serial:" + sock, "--json"],
+        self.proc = subprocess.Popen([iotracer, "--mode", "host", "--no-qemu", "--listen", "serial:" + sock, "--json"],
                                      stdout=subprocess.PIPE, stderr=self.errf, text=True)
         self.t = threading.Thread(target=lambda: [self.lines.append(l) for l in self.proc.stdout], daemon=True)
         self.t.start()
@@ -126,10 +112,9 @@ def main():
         print(__doc__)
         return 2
     build, iotracer, iowork = sys.argv[1:]
-    b = subprocess.run([os.path.join(HERE, "build-guest.sh"), build, iotracer, iowork], capture_output=True,
-                       text=True)
-    if b.returncode != 0:
-        print(b.stdout + b.stderr)
+    err = build_guest(build, iotracer, iowork)
+    if err:
+        print(err)
         print("FAIL: building the guest failed")
         return 1
     notes = []

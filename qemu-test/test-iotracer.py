@@ -15,6 +15,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qtest import Fail, build_guest, check, sections  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TS_ORDER = ["syscall_enter", "uring_submit", "uring_async", "uring_poll", "fs", "pagecache",
             "bio_queue", "rq_insert", "rq_issue", "driver", "irq", "rq_complete", "bio_end",
@@ -85,24 +88,7 @@ echo "=== end"
 """ % {"count": COUNT, "aio": AIO_COUNT}
 
 
-class Fail(Exception):
-    pass
 
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def sections(out):
-    cur, secs = None, {}
-    for line in out.splitlines():
-        if line.startswith("=== "):
-            cur = line[4:]
-            secs[cur] = []
-        elif cur is not None:
-            secs[cur].append(line)
-    return secs
 
 
 def ram_ranges(secs):
@@ -217,10 +203,9 @@ def main():
         print(__doc__)
         return 2
     build, iotracer, iowork = sys.argv[1:]
-    b = subprocess.run([os.path.join(HERE, "build-guest.sh"), build, iotracer, iowork], capture_output=True,
-                       text=True)
-    if b.returncode != 0:
-        print(b.stdout + b.stderr)
+    err = build_guest(build, iotracer, iowork)
+    if err:
+        print(err)
         print("FAIL: building the guest failed")
         return 1
     with tempfile.TemporaryDirectory(prefix="iotracer-qemu-") as tmp:

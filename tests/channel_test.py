@@ -85,7 +85,7 @@ class Agent:
 
 
 def host_agent(exe, sock, name="host"):
-    h = Agent(exe, ["--mode", "host", "--listen", "unix:" + sock], name)
+    h = Agent(exe, ["--mode", "host", "--no-qemu", "--listen", "unix:" + sock], name)
     h.wait_for("listening line", lambda: h.events(type="listening"), 10)
     return h
 

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The qemu layer: uprobes on QEMU's exported functions (Debian and Ubuntu
+ * build QEMU without USDT probes).
+ *
+ * Per guest request two probes fire: blk_aio_preadv/pwritev/flush, where
+ * virtio-blk hands the guest's request (possibly merged with neighbours) to
+ * QEMU's block layer, and the file-posix backend call that hands it to the
+ * host kernel (thread_pool_submit_aio, luring_co_submit or laio_co_submit).
+ * Everything else about the request's host side comes from host kernel
+ * tracepoints, which cost far less than a uprobe.
+ *
+ * The VirtIOBlockReq read at blk_aio_* gives the exact key the guest also
+ * has: the guest-physical address of the request's virtio-blk header (the
+ * element's first out descriptor), and the virtqueue head index. Offsets
+ * come from user space's per-version table (struct iot_qemu_layout), and
+ * each read is checked against the call's own arguments (IOT_QF_LAYOUT_OK).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "record.h"
+#include "qemu_event.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile struct iot_qemu_layout L = {};
+
+/* QEMU processes being traced: tgid -> 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} qemu_pids SEC(".maps");
+
+/* The submit under way on a QEMU thread: its backend calls follow on the same thread. */
+struct cur_submit {
+	__u64 req;
+	__u64 ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct cur_submit);
+} cur_req SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 512 * 1024);
+} qevents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IOT_QCNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} qcounters SEC(".maps");
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&qcounters, &c);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline __u64 arg(struct pt_regs *ctx, __u8 n)
+{
+	/*
+	 * Copied out first: the verifier refuses a context access at a
+	 * computed offset, which is what a switch on n compiles to (and what
+	 * the compiler makes of r[n] unless each load is pinned). n comes from
+	 * read-only data, so r[n] is a fixed stack slot to the verifier.
+	 * x86_64 order: di, si, dx, cx, r8, r9 (libbpf 1.1 has no PT_REGS_PARM6).
+	 */
+	__u64 r[6] = { ctx->di, ctx->si, ctx->dx, ctx->cx, ctx->r8, ctx->r9 };
+
+	/* Each load happens here, at its own fixed offset: the compiler may not fold the choice into the address. */
+	for (int i = 0; i < 6; i++)
+		asm volatile("" : "+r"(r[i]));
+	return n < 6 ? r[n] : 0;
+}
+
+static __always_inline __u64 read_u64(__u64 addr)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+static __always_inline __u32 read_u32(__u64 addr)
+{
+	__u32 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+/* Is the current process a traced QEMU? Counts the hit either way. */
+static __always_inline bool traced(__u32 *ret_pid, __u32 *ret_tid)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+
+	count(IOT_QCNT_HITS);
+	*ret_pid = pid;
+	*ret_tid = (__u32)id;
+	return bpf_map_lookup_elem(&qemu_pids, &pid);
+}
+
+static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque)
+{
+	struct iot_qemu_event *e;
+	struct cur_submit cur;
+	__u32 pid, tid;
+	__u64 req = opaque, sector_num;
+
+	if (!traced(&pid, &tid))
+		return 0;
+	cur.req = opaque;
+	cur.ts = bpf_ktime_get_ns();
+	bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
+	e = bpf_ringbuf_reserve(&qevents, sizeof(*e), 0);
+	if (!e) {
+		count(IOT_QCNT_LOST);
+		return 0;
+	}
+	e->ts = cur.ts;
+	e->pid = pid;
+	e->tid = tid;
+	e->type = IOT_QEV_SUBMIT;
+	e->op = op;
+	e->flags = 0;
+	e->blk = blk;
+	e->offset = offset;
+	e->bytes = qiov ? read_u64(qiov + L.qiov_size) : 0;
+	e->req = opaque;
+	e->req_ts = 0;
+	e->fd = -1;
+	e->backend = 0;
+	e->nreqs = 0;
+	for (int i = 0; i < IOT_QEMU_CHAIN_MAX; i++) {
+		struct iot_qemu_req *q = &e->reqs[i];
+		__u64 out_addr, next;
+
+		q->req = req;
+		q->head = read_u32(req + L.elem_index);
+		out_addr = read_u64(req + L.elem_out_addr);
+		q->gpa = out_addr ? read_u64(out_addr) : 0;
+		q->type = read_u32(req + L.req_out_type);
+		q->sector = read_u64(req + L.req_out_sector);
+		q->qiov_size = read_u64(req + L.req_qiov + L.qiov_size);
+		e->nreqs = i + 1;
+		if (op == IOT_OP_FLUSH)
+			break;
+		/* Requests virtio-blk merged into this call are chained through mr_next. */
+		next = read_u64(req + L.req_mr_next);
+		if (!next || next == req)
+			break;
+		if (i == IOT_QEMU_CHAIN_MAX - 1)
+			e->flags |= IOT_QF_CHAIN_TRUNC;
+		req = next;
+	}
+	/*
+	 * The layout check: what we read must agree with what QEMU passed.
+	 * Another device's request (nvme, scsi emulation also call blk_aio_*)
+	 * fails it too, and is ignored by user space.
+	 */
+	sector_num = read_u64(opaque + L.req_sector_num);
+	if (op == IOT_OP_FLUSH) {
+		if (e->reqs[0].type == 4 /* VIRTIO_BLK_T_FLUSH */ && e->reqs[0].gpa)
+			e->flags |= IOT_QF_LAYOUT_OK;
+	} else if (e->reqs[0].gpa && sector_num == e->reqs[0].sector && sector_num * 512 == offset &&
+		   e->reqs[0].type == (op == IOT_OP_WRITE ? 1 : 0)) {
+		e->flags |= IOT_QF_LAYOUT_OK;
+	}
+	count(IOT_QCNT_SUBMITS);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* blk_aio_preadv/pwritev(BlockBackend *blk, int64_t offset, QEMUIOVector *qiov, flags, cb, void *opaque) */
+SEC("uprobe")
+int qemu_blk_aio_preadv(struct pt_regs *ctx)
+{
+	return on_submit(IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5));
+}
+
+SEC("uprobe")
+int qemu_blk_aio_pwritev(struct pt_regs *ctx)
+{
+	return on_submit(IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5));
+}
+
+/* blk_aio_flush(BlockBackend *blk, cb, void *opaque) */
+SEC("uprobe")
+int qemu_blk_aio_flush(struct pt_regs *ctx)
+{
+	return on_submit(IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2));
+}
+
+static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u64 bytes, __u16 type)
+{
+	struct iot_qemu_event *e;
+	struct cur_submit *cur;
+	__u32 pid, tid;
+
+	if (!traced(&pid, &tid))
+		return 0;
+	e = bpf_ringbuf_reserve(&qevents, IOT_QEMU_EVENT_BACKEND_SIZE, 0);
+	if (!e) {
+		count(IOT_QCNT_LOST);
+		return 0;
+	}
+	cur = bpf_map_lookup_elem(&cur_req, &tid);
+	e->ts = bpf_ktime_get_ns();
+	e->pid = pid;
+	e->tid = tid;
+	e->type = IOT_QEV_BACKEND;
+	e->op = type;
+	e->nreqs = 0;
+	e->flags = 0;
+	e->blk = 0;
+	e->offset = offset;
+	e->bytes = bytes;
+	e->req = cur ? cur->req : 0;
+	e->req_ts = cur ? cur->ts : 0;
+	e->fd = fd;
+	e->backend = backend;
+	count(IOT_QCNT_BACKENDS);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("uprobe")
+int qemu_thread_pool_submit(struct pt_regs *ctx)
+{
+	__u64 a = arg(ctx, L.tp_arg);
+
+	/* Other thread-pool users pass other data; user space keeps only what matches a submit. */
+	return on_backend(IOT_QB_THREADS, (__s32)read_u32(a + L.rawaio_fd), read_u64(a + L.rawaio_offset),
+			  read_u64(a + L.rawaio_nbytes), read_u32(a + L.rawaio_type));
+}
+
+SEC("uprobe")
+int qemu_luring_submit(struct pt_regs *ctx)
+{
+	__u64 qiov = arg(ctx, L.luring_qiov);
+
+	return on_backend(IOT_QB_URING, (__s32)arg(ctx, L.luring_fd), arg(ctx, L.luring_off),
+			  qiov ? read_u64(qiov + L.qiov_size) : 0, (__u16)arg(ctx, L.luring_type));
+}
+
+SEC("uprobe")
+int qemu_laio_submit(struct pt_regs *ctx)
+{
+	__u64 qiov = arg(ctx, L.laio_qiov);
+
+	return on_backend(IOT_QB_NATIVE, (__s32)arg(ctx, L.laio_fd), arg(ctx, L.laio_off),
+			  qiov ? read_u64(qiov + L.qiov_size) : 0, (__u16)arg(ctx, L.laio_type));
+}

@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: GPL-2.0
+/* QEMU processes, their VMs' identity, the per-version layout table and the qemu layer's uprobes. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include "procinfo.h"
+#include "qemu.h"
+#include "qemu.skel.h"
+
+/*
+ * Layouts per QEMU version (major.minor). Each entry was checked against a
+ * real binary of that version by reading requests back while a guest did
+ * known I/O (docs/qemu-layer.md): every offset and argument position below
+ * was seen to agree with the guest's own view of the same requests.
+ */
+static const struct {
+	const char *version;
+	struct iot_qemu_layout l;
+} layouts[] = {
+	{ "7.2", {
+		/* VirtQueueElement: index, len, ndescs, out_num, in_num, in_addr, out_addr, in_sg, out_sg */
+		.elem_index = 0, .elem_out_num = 12, .elem_out_addr = 32,
+		/* VirtIOBlockReq: elem (56 bytes), sector_num, dev, vq, 2 undo records, in, out, qiov, in_len, next, mr_next */
+		.req_sector_num = 56, .req_out_type = 136, .req_out_sector = 144, .req_qiov = 152, .req_mr_next = 208,
+		/* QEMUIOVector: iov, niov, union { nalloc + local_iov, size at local_iov.iov_len } */
+		.qiov_size = 32,
+		/* RawPosixAIOData: bs, aio_type, aio_fildes, aio_offset, aio_nbytes */
+		.rawaio_type = 8, .rawaio_fd = 12, .rawaio_offset = 16, .rawaio_nbytes = 24,
+		/* thread_pool_submit_aio(pool, func, arg, cb, opaque) */
+		.tp_arg = 2,
+		/* luring_co_submit(bs, s, fd, offset, qiov, type) */
+		.luring_fd = 2, .luring_off = 3, .luring_qiov = 4, .luring_type = 5,
+		/* laio_co_submit(bs, s, fd, offset, qiov, type, dev_max_batch) */
+		.laio_fd = 2, .laio_off = 3, .laio_qiov = 4, .laio_type = 5,
+	} },
+};
+
+const char *qemu_known_versions(void)
+{
+	static char buf[128];
+
+	if (!buf[0])
+		for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++)
+			snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? ", " : "",
+				 layouts[i].version);
+	return buf;
+}
+
+const struct iot_qemu_layout *qemu_layout_for(const char *version, char *err, size_t errlen)
+{
+	char mm[32];
+	const char *dot = strchr(version, '.');
+	size_t n;
+
+	/* major.minor: micro releases are bug fixes and keep the structures. */
+	n = dot ? strcspn(dot + 1, ".") + (dot + 1 - version) : strlen(version);
+	snprintf(mm, sizeof(mm), "%.*s", (int)n, version);
+	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++)
+		if (!strcmp(layouts[i].version, mm))
+			return &layouts[i].l;
+	snprintf(err, errlen, "QEMU %s is not in the layout table (known: %s): its structures would be misread, "
+		 "so its requests are not traced", version, qemu_known_versions());
+	return NULL;
+}
+
+int qemu_binary_version(const char *exe, char *ret_ver, size_t len)
+{
+	static const char banner[] = "QEMU emulator version ";
+	struct stat st;
+	const char *p, *end;
+	void *m;
+	int fd, r = -ENOENT;
+
+	fd = open(exe, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || !st.st_size) {
+		close(fd);
+		return -EINVAL;
+	}
+	m = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return -errno;
+	end = (const char *)m + st.st_size;
+	p = memmem(m, st.st_size, banner, sizeof(banner) - 1);
+	if (p) {
+		size_t n = 0;
+
+		p += sizeof(banner) - 1;
+		while (p + n < end && (isdigit((unsigned char)p[n]) || p[n] == '.') && n + 1 < len)
+			n++;
+		if (n && isdigit((unsigned char)p[0])) {
+			memcpy(ret_ver, p, n);
+			ret_ver[n] = 0;
+			r = 0;
+		}
+	}
+	munmap(m, st.st_size);
+	return r;
+}
+
+bool qemu_is_qemu(int pid)
+{
+	return proc_is_qemu(pid);
+}
+
+int qemu_scan(int *ret_pids, int max)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d)) && n < max) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0)
+			continue;
+		if (qemu_is_qemu(pid))
+			ret_pids[n++] = pid;
+	}
+	closedir(d);
+	return n;
+}
+
+/* The value of key= in a QEMU option string "a,key=value,b=c" (",," is a literal comma). */
+static bool opt_get(const char *opts, const char *key, char *buf, size_t len)
+{
+	size_t kl = strlen(key);
+	const char *p = opts;
+
+	while (p && *p) {
+		if (!strncmp(p, key, kl) && p[kl] == '=') {
+			size_t n = 0;
+
+			p += kl + 1;
+			while (*p && n + 1 < len) {
+				if (*p == ',') {
+					if (p[1] != ',')
+						break;
+					p++;
+				}
+				buf[n++] = *p++;
+			}
+			buf[n] = 0;
+			return true;
+		}
+		/* next option, skipping doubled commas */
+		while (*p) {
+			if (*p == ',' && p[1] == ',') {
+				p += 2;
+				continue;
+			}
+			if (*p++ == ',')
+				break;
+		}
+	}
+	return false;
+}
+
+static struct qemu_drive *drive_by_id(struct qemu_vm *vm, const char *id)
+{
+	for (int i = 0; i < vm->ndrives; i++)
+		if (!strcmp(vm->drives[i].id, id))
+			return &vm->drives[i];
+	return NULL;
+}
+
+int qemu_vm_read(int pid, struct qemu_vm *vm)
+{
+	char path[64], *cmd;
+	ssize_t n, cap = 1 << 16, got = 0;
+	int fd;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->pid = pid;
+	if (!qemu_is_qemu(pid))
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+	n = readlink(path, vm->exe, sizeof(vm->exe) - 1);
+	if (n <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	cmd = malloc(cap + 1);
+	if (!cmd) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (got < cap && (n = read(fd, cmd + got, cap - got)) > 0)
+		got += n;
+	close(fd);
+	cmd[got] = 0;
+	/* First -drive/-blockdev and -chardev, then the -device lines that refer to them. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (char *p = cmd; p < cmd + got; p += strlen(p) + 1) {
+			char *v = p + strlen(p) + 1;
+			char val[256];
+
+			if (v >= cmd + got)
+				break;
+			if (pass == 0 && !strcmp(p, "-name")) {
+				snprintf(vm->name, sizeof(vm->name), "%s", v);
+				if (opt_get(v, "guest", val, sizeof(val)))
+					snprintf(vm->name, sizeof(vm->name), "%.63s", val);
+				else
+					vm->name[strcspn(vm->name, ",")] = 0;
+			} else if (pass == 0 && !strcmp(p, "-drive") && vm->ndrives < QEMU_DRIVES_MAX) {
+				struct qemu_drive *d = &vm->drives[vm->ndrives++];
+
+				opt_get(v, "id", d->id, sizeof(d->id));
+				opt_get(v, "file", d->file, sizeof(d->file));
+				if (!opt_get(v, "format", d->format, sizeof(d->format)))
+					snprintf(d->format, sizeof(d->format), "raw");
+				if (!opt_get(v, "aio", d->aio, sizeof(d->aio)))
+					snprintf(d->aio, sizeof(d->aio), "threads");
+				if (!opt_get(v, "cache", d->cache, sizeof(d->cache)))
+					snprintf(d->cache, sizeof(d->cache), "writeback");
+				opt_get(v, "serial", d->serial, sizeof(d->serial));
+				if (opt_get(v, "if", val, sizeof(val)) && strcmp(val, "none"))
+					snprintf(d->device, sizeof(d->device), "%.*s", (int)sizeof(d->device) - 1, val);
+			} else if (pass == 0 && !strcmp(p, "-chardev") && vm->nserial < QEMU_SERIALS_MAX &&
+				   !strncmp(v, "socket,", 7) && opt_get(v, "path", val, sizeof(val))) {
+				snprintf(vm->serial_socket[vm->nserial++], sizeof(vm->serial_socket[0]), "%.107s", val);
+			} else if (pass == 1 && !strcmp(p, "-device")) {
+				struct qemu_drive *d;
+
+				if (opt_get(v, "guest-cid", val, sizeof(val)))
+					vm->vsock_cid = strtoul(val, NULL, 10);
+				if (opt_get(v, "drive", val, sizeof(val)) && (d = drive_by_id(vm, val))) {
+					snprintf(d->device, sizeof(d->device), "%.*s", (int)strcspn(v, ","), v);
+					opt_get(v, "serial", d->serial, sizeof(d->serial));
+				}
+			}
+		}
+	}
+	free(cmd);
+	return 0;
+}
+
+struct qemu_tracer {
+	struct qemu_bpf *skel;
+	struct ring_buffer *rb;
+	struct bpf_link *links[8];
+	int nlinks;
+	char exe[256];
+	qemu_event_fn fn;
+	void *ctx;
+};
+
+static int on_qevent(void *ctx, void *data, size_t len)
+{
+	struct qemu_tracer *q = ctx;
+	const struct iot_qemu_event *e = data;
+
+	if (len < IOT_QEMU_EVENT_BACKEND_SIZE)
+		return 0;
+	/* A backend event is shorter: user space reads only its header. */
+	if (e->type == IOT_QEV_SUBMIT && len < sizeof(*e))
+		return 0;
+	q->fn(q->ctx, e);
+	return 0;
+}
+
+struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
+				     qemu_event_fn fn, void *ctx, char *err, size_t errlen)
+{
+	static const struct {
+		const char *func;
+		const char *prog;
+	} probes[] = {
+		{ "blk_aio_preadv", "qemu_blk_aio_preadv" },
+		{ "blk_aio_pwritev", "qemu_blk_aio_pwritev" },
+		{ "blk_aio_flush", "qemu_blk_aio_flush" },
+		{ "thread_pool_submit_aio", "qemu_thread_pool_submit" },
+		{ "luring_co_submit", "qemu_luring_submit" },
+		{ "laio_co_submit", "qemu_laio_submit" },
+	};
+	struct qemu_tracer *q = calloc(1, sizeof(*q));
+	int r;
+
+	if (!q) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(q->exe, sizeof(q->exe), "%s", exe);
+	q->fn = fn;
+	q->ctx = ctx;
+	q->skel = qemu_bpf__open();
+	if (!q->skel) {
+		snprintf(err, errlen, "cannot open the qemu layer's BPF object: %s", strerror(errno));
+		goto fail;
+	}
+	q->skel->rodata->L = *layout;
+	r = qemu_bpf__load(q->skel);
+	if (r) {
+		snprintf(err, errlen, "cannot load the qemu layer's BPF programs: %s", strerror(-r));
+		goto fail;
+	}
+	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = probes[i].func);
+		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, probes[i].prog);
+		struct bpf_link *l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, 0, &uo) : NULL;
+
+		if (!l) {
+			snprintf(err, errlen, "%s: cannot attach a uprobe on %s: %s (is it a QEMU with exported "
+				 "symbols?)", exe, probes[i].func, strerror(errno));
+			goto fail;
+		}
+		q->links[q->nlinks++] = l;
+	}
+	q->rb = ring_buffer__new(bpf_map__fd(q->skel->maps.qevents), on_qevent, q, NULL);
+	if (!q->rb) {
+		snprintf(err, errlen, "cannot map the qemu layer's ring buffer: %s", strerror(errno));
+		goto fail;
+	}
+	return q;
+fail:
+	qemu_tracer__free(q);
+	return NULL;
+}
+
+const char *qemu_tracer__exe(const struct qemu_tracer *q)
+{
+	return q->exe;
+}
+
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid)
+{
+	uint8_t one = 1;
+
+	return bpf_map__update_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), &one, sizeof(one), BPF_ANY);
+}
+
+int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid)
+{
+	return bpf_map__delete_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), 0);
+}
+
+int qemu_tracer__fd(const struct qemu_tracer *q)
+{
+	return ring_buffer__epoll_fd(q->rb);
+}
+
+int qemu_tracer__consume(struct qemu_tracer *q)
+{
+	return ring_buffer__consume(q->rb);
+}
+
+int qemu_tracer__counters(const struct qemu_tracer *q, uint64_t ret[IOT_QCNT_MAX])
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t *v;
+
+	if (ncpu <= 0)
+		return -EINVAL;
+	v = calloc(ncpu, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (uint32_t c = 0; c < IOT_QCNT_MAX; c++) {
+		ret[c] = 0;
+		if (bpf_map__lookup_elem(q->skel->maps.qcounters, &c, sizeof(c), v, ncpu * sizeof(*v), 0))
+			continue;
+		for (int i = 0; i < ncpu; i++)
+			ret[c] += v[i];
+	}
+	free(v);
+	return 0;
+}
+
+void qemu_tracer__free(struct qemu_tracer *q)
+{
+	if (!q)
+		return;
+	ring_buffer__free(q->rb);
+	for (int i = 0; i < q->nlinks; i++)
+		bpf_link__destroy(q->links[i]);
+	qemu_bpf__destroy(q->skel);
+	free(q);
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * QEMU processes: finding them, what their command line says about each VM,
+ * which QEMU version a binary is (and so the layout of the structures the
+ * probes read), and the qemu layer's uprobes on one QEMU binary.
+ */
+#ifndef IOTRACER_QEMU_H
+#define IOTRACER_QEMU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "qemu_event.h"
+
+#define QEMU_DRIVES_MAX 32
+#define QEMU_SERIALS_MAX 8
+
+struct qemu_drive {
+	char id[64];		/* -drive id= (or -blockdev node-name=) */
+	char file[256];		/* the image file */
+	char format[16];	/* raw, qcow2, ... */
+	char aio[16];		/* threads, native, io_uring */
+	char cache[16];
+	char device[32];	/* the -device it backs: virtio-blk-pci, nvme, scsi-hd, ... */
+	char serial[64];	/* that device's serial= (what the guest sees) */
+};
+
+struct qemu_vm {
+	int pid;
+	char exe[256];		/* /proc/PID/exe */
+	char name[64];		/* -name */
+	uint32_t vsock_cid;	/* vhost-vsock guest-cid, 0 if none */
+	int nserial;
+	char serial_socket[QEMU_SERIALS_MAX][108];	/* unix sockets of its chardevs */
+	int ndrives;
+	struct qemu_drive drives[QEMU_DRIVES_MAX];
+};
+
+/* Is pid a running qemu-system-* (or qemu-kvm)? */
+bool qemu_is_qemu(int pid);
+/* Up to max QEMU pids from /proc; returns how many. */
+int qemu_scan(int *ret_pids, int max);
+/* Reads a VM's identity from /proc/PID. 0, -ESRCH (gone or not QEMU), -errno. */
+int qemu_vm_read(int pid, struct qemu_vm *ret_vm);
+
+/*
+ * The version of a QEMU binary, from the banner it prints for --version
+ * ("QEMU emulator version 7.2.22 (Debian ...)"), found in the file without
+ * running it. 0, or -ENOENT when the file has no such banner.
+ */
+int qemu_binary_version(const char *exe, char *ret_ver, size_t len);
+/*
+ * The structure layout for a QEMU version, or NULL with the reason in err
+ * (an unknown version is refused, never guessed).
+ */
+const struct iot_qemu_layout *qemu_layout_for(const char *version, char *err, size_t errlen);
+/* The versions in the table, for messages: "7.2". */
+const char *qemu_known_versions(void);
+
+/* The qemu layer on one QEMU binary (every process running it; only added pids report). */
+typedef void (*qemu_event_fn)(void *ctx, const struct iot_qemu_event *e);
+struct qemu_tracer;
+struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
+				     qemu_event_fn fn, void *ctx, char *err, size_t errlen);
+const char *qemu_tracer__exe(const struct qemu_tracer *q);
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid);
+int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid);
+/* Pollable for events; then qemu_tracer__consume(). */
+int qemu_tracer__fd(const struct qemu_tracer *q);
+int qemu_tracer__consume(struct qemu_tracer *q);
+int qemu_tracer__counters(const struct qemu_tracer *q, uint64_t ret[IOT_QCNT_MAX]);
+void qemu_tracer__free(struct qemu_tracer *q);
+
+#endif

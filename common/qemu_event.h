@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * What the QEMU probes (bpf/qemu.bpf.c) tell user space, and the layout of
+ * the QEMU structures they read (per QEMU version: common/qemu.c).
+ */
+#ifndef IOTRACER_QEMU_EVENT_H
+#define IOTRACER_QEMU_EVENT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Guest requests QEMU merged into one block-layer call that are reported with it. */
+#define IOT_QEMU_CHAIN_MAX 16
+
+/*
+ * Offsets inside QEMU's structures and argument positions of the functions
+ * probed. Never guessed: taken from a table of QEMU versions checked against
+ * their binaries.
+ */
+struct iot_qemu_layout {
+	/* VirtQueueElement */
+	__u32 elem_index, elem_out_num, elem_out_addr;
+	/* VirtIOBlockReq (its VirtQueueElement is at offset 0) */
+	__u32 req_sector_num, req_out_type, req_out_sector, req_qiov, req_mr_next;
+	/* QEMUIOVector */
+	__u32 qiov_size;
+	/* RawPosixAIOData, the argument file-posix hands its thread pool */
+	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes;
+	/* argument positions, 0-based */
+	__u8 tp_arg;				/* thread_pool_submit_aio: the RawPosixAIOData */
+	__u8 luring_fd, luring_off, luring_qiov, luring_type;
+	__u8 laio_fd, laio_off, laio_qiov, laio_type;
+	__u8 pad[3];
+};
+
+enum iot_qemu_ev {
+	IOT_QEV_SUBMIT = 1,	/* blk_aio_preadv/pwritev/flush: virtio-blk hands requests to the block layer */
+	IOT_QEV_BACKEND = 2,	/* file-posix hands one I/O to the host: thread pool, io_uring or Linux AIO */
+};
+
+enum iot_qemu_backend {
+	IOT_QB_THREADS = 1,
+	IOT_QB_URING = 2,
+	IOT_QB_NATIVE = 3,
+};
+
+/* SUBMIT flags */
+#define IOT_QF_LAYOUT_OK	(1u << 0)	/* the request read back agrees with the call's own arguments */
+#define IOT_QF_CHAIN_TRUNC	(1u << 1)	/* more merged requests than IOT_QEMU_CHAIN_MAX */
+
+/* One guest request as QEMU holds it. */
+struct iot_qemu_req {
+	__u64 req;		/* VirtIOBlockReq address in QEMU */
+	__u64 gpa;		/* guest-physical address of the request header (first out descriptor) */
+	__u64 sector;		/* from the header */
+	__u64 qiov_size;	/* data bytes of this request (see the merge note in qemu.c) */
+	__u32 head;		/* virtqueue head index */
+	__u32 type;		/* VIRTIO_BLK_T_* from the header */
+};
+
+struct iot_qemu_event {
+	__u64 ts;
+	__u32 pid, tid;
+	__u16 type;		/* enum iot_qemu_ev */
+	__u16 op;		/* SUBMIT: enum iot_op; BACKEND: QEMU_AIO_* type */
+	__u16 nreqs;		/* SUBMIT: entries in reqs */
+	__u16 flags;
+	__u64 blk;		/* SUBMIT: BlockBackend; BACKEND: 0 */
+	__u64 offset, bytes;	/* SUBMIT: guest-visible; BACKEND: in the host file */
+	__u64 req;		/* BACKEND: the first request of the submit under way on this thread, 0 if none */
+	__u64 req_ts;		/* BACKEND: when that submit began */
+	__s32 fd;		/* BACKEND */
+	__u32 backend;		/* BACKEND: enum iot_qemu_backend */
+	struct iot_qemu_req reqs[IOT_QEMU_CHAIN_MAX];
+};
+
+/* BACKEND events carry no reqs[]. */
+#define IOT_QEMU_EVENT_BACKEND_SIZE ((unsigned long)&((struct iot_qemu_event *)0)->reqs)
+
+enum iot_qemu_counter {
+	IOT_QCNT_HITS,		/* uprobe hits, every QEMU process */
+	IOT_QCNT_SUBMITS,
+	IOT_QCNT_BACKENDS,
+	IOT_QCNT_LOST,		/* events the ring buffer had no room for */
+	IOT_QCNT_MAX,
+};
+
+#endif

@@ -1,0 +1,920 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Joins guest records, QEMU's requests and the host kernel's I/O (see
+ * correlate.h for the keys). Memory is fixed: windows of QEMU requests,
+ * backend calls and waiting guest records, each a ring whose oldest entry
+ * is reused, and counted when it leaves unclaimed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include "correlate.h"
+#include "hist.h"
+#include "names.h"
+
+#define QR_BITS 16
+#define QR_MAX (1u << QR_BITS)		/* QEMU requests in the window */
+#define BK_MAX (1u << QR_BITS)		/* backend calls in the window */
+#define HOLD_MAX (1u << QR_BITS)	/* guest records waiting */
+#define HB_BITS 16
+#define HB_MAX (1u << HB_BITS)		/* hash buckets per index */
+#define GROUP_BACK_MAX 8		/* backend calls one submit may make (qcow2 splits at clusters) */
+#define FDCACHE_MAX 256
+#define UNRESOLVED_MAX 1024		/* native backend calls whose disk sector is not known yet */
+#define NO_IDX (-1)
+
+/* VIRTIO_BLK_T_* */
+#define VBLK_IN 0
+#define VBLK_OUT 1
+#define VBLK_FLUSH 4
+/* QEMU_AIO_* (block/raw-aio.h) */
+#define QAIO_READ 0x1
+#define QAIO_WRITE 0x2
+#define QAIO_FLUSH 0x8
+
+enum { IX_GPA, IX_SECTOR, IX_REQ, IX_Q };
+
+/* One host kernel I/O, reduced to what the joined record shows. */
+struct hio {
+	uint16_t kind, syscall;
+	uint8_t uring_opcode;
+	uint32_t tid, len;
+	uint32_t dev;
+	uint64_t start, end, dev_issue, dev_complete;
+	uint64_t offset, sector;
+	int64_t result;
+};
+
+struct qreq {
+	uint32_t gen;
+	bool used, matched;
+	uint32_t pid;
+	uint32_t op, head;
+	uint64_t gpa, sector, len, submit_ts, reqptr;
+	int32_t group;			/* the submit's first request (self for the first) */
+	uint32_t group_gen;
+	int32_t back[GROUP_BACK_MAX];	/* on the first request: its backend calls */
+	uint32_t back_gen[GROUP_BACK_MAX];
+	int nback;
+	int32_t nx[IX_Q], pv[IX_Q];
+};
+
+struct back {
+	uint32_t gen;
+	bool used, linked;
+	bool indexed;			/* in the key index (bhead) */
+	uint32_t pid;
+	uint32_t kind, op;
+	uint64_t ino;
+	uint32_t dev;			/* kdev of the file's disk */
+	uint64_t offset, bytes, ts;
+	uint64_t host_sector;		/* native: where the offset lies on the disk, or UNKNOWN */
+	int fd;
+	int32_t q;
+	uint32_t qgen;
+	struct hio h;
+	int32_t nx, pv;
+};
+
+struct held {
+	uint64_t arrival;
+	uint32_t pid;
+	char guest[64];
+	bool guest_clock;
+	uint64_t unc;
+	int32_t q;
+	uint32_t qgen;
+	enum corr_reason reason;	/* once decided */
+	bool decided;
+	struct iot_record r;
+};
+
+struct fdent {
+	uint32_t pid;
+	int fd;
+	uint64_t ino;
+	uint32_t disk;			/* kdev of the whole disk */
+	uint64_t part_start;		/* sectors */
+	int own_fd;			/* our descriptor of the same file, for FIEMAP */
+	bool valid;
+};
+
+enum vseg { VS_GUEST_ISSUE, VS_KICK_QEMU, VS_QEMU_HOST, VS_HOST_IO, VS_HOST_DEVICE, VS_HOST_GUEST_IRQ,
+	    VS_GUEST_DONE, VS_TOTAL, VS_MAX };
+static const char *const vseg_names[VS_MAX] = {
+	"guest_issue", "kick_to_qemu", "qemu_to_host", "host_io", "host_device", "host_to_guest_irq",
+	"guest_completion", "total",
+};
+
+struct corr {
+	struct corr_opts o;
+	struct qreq *q;
+	uint32_t qnext;
+	int32_t qhead[IX_Q][HB_MAX];
+	struct back *b;
+	uint32_t bnext;
+	int32_t bhead[HB_MAX];
+	struct held *h;
+	uint32_t hfirst, hcount;
+	struct fdent fds[FDCACHE_MAX];
+	int32_t unresolved[UNRESOLVED_MAX];
+	uint32_t unresolved_gen[UNRESOLVED_MAX];
+	int nunresolved;
+	struct corr_stats st;
+	struct hist seg[VS_MAX];
+};
+
+static uint32_t mix(uint64_t a, uint64_t b, uint64_t c)
+{
+	uint64_t x = a * 0x9e3779b97f4a7c15ULL ^ (b + 0x632be59bd9b4e019ULL) * 0xbf58476d1ce4e5b9ULL ^
+		     (c + 0x94d049bb133111ebULL) * 0x94d049bb133111ebULL;
+
+	x ^= x >> 31;
+	x *= 0xd6e8feb86659fd93ULL;
+	x ^= x >> 32;
+	return (uint32_t)x & (HB_MAX - 1);
+}
+
+static uint32_t qbucket(const struct corr *c, const struct qreq *q, int ix)
+{
+	switch (ix) {
+	case IX_GPA:
+		return mix(q->pid, q->gpa, 1);
+	case IX_SECTOR:
+		return mix(q->pid, q->sector, q->op << 1 | 2);
+	default:
+		return mix(q->pid, q->reqptr, 3);
+	}
+}
+
+static void qlink(struct corr *c, int32_t i, int ix)
+{
+	struct qreq *q = &c->q[i];
+	int32_t *head = &c->qhead[ix][qbucket(c, q, ix)];
+
+	q->nx[ix] = *head;
+	q->pv[ix] = NO_IDX;
+	if (*head != NO_IDX)
+		c->q[*head].pv[ix] = i;
+	*head = i;
+}
+
+static void qunlink(struct corr *c, int32_t i, int ix)
+{
+	struct qreq *q = &c->q[i];
+
+	if (q->pv[ix] != NO_IDX)
+		c->q[q->pv[ix]].nx[ix] = q->nx[ix];
+	else
+		c->qhead[ix][qbucket(c, q, ix)] = q->nx[ix];
+	if (q->nx[ix] != NO_IDX)
+		c->q[q->nx[ix]].pv[ix] = q->pv[ix];
+}
+
+static uint32_t bbucket(const struct back *b)
+{
+	if (b->kind == IOT_QB_NATIVE)
+		return mix(b->dev, b->host_sector, 5);
+	return mix(b->pid, b->ino, b->offset ^ ((uint64_t)b->op << 56));
+}
+
+static void blink(struct corr *c, int32_t i)
+{
+	struct back *b = &c->b[i];
+	int32_t *head = &c->bhead[bbucket(b)];
+
+	b->indexed = true;
+	b->nx = *head;
+	b->pv = NO_IDX;
+	if (*head != NO_IDX)
+		c->b[*head].pv = i;
+	*head = i;
+}
+
+static void bunlink(struct corr *c, int32_t i)
+{
+	struct back *b = &c->b[i];
+
+	if (!b->indexed)
+		return;
+	b->indexed = false;
+	if (b->pv != NO_IDX)
+		c->b[b->pv].nx = b->nx;
+	else
+		c->bhead[bbucket(b)] = b->nx;
+	if (b->nx != NO_IDX)
+		c->b[b->nx].pv = b->pv;
+}
+
+struct corr *corr_new(const struct corr_opts *o)
+{
+	struct corr *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->o = *o;
+	if (!c->o.hold_ns)
+		c->o.hold_ns = 1000000000ULL;
+	c->q = calloc(QR_MAX, sizeof(*c->q));
+	c->b = calloc(BK_MAX, sizeof(*c->b));
+	c->h = calloc(HOLD_MAX, sizeof(*c->h));
+	if (!c->q || !c->b || !c->h) {
+		corr_free(c);
+		return NULL;
+	}
+	memset(c->qhead, 0xff, sizeof(c->qhead));
+	memset(c->bhead, 0xff, sizeof(c->bhead));
+	for (int i = 0; i < VS_MAX; i++)
+		hist_reset(&c->seg[i]);
+	return c;
+}
+
+void corr_free(struct corr *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < FDCACHE_MAX; i++)
+		if (c->fds[i].valid && c->fds[i].own_fd >= 0)
+			close(c->fds[i].own_fd);
+	free(c->q);
+	free(c->b);
+	free(c->h);
+	free(c);
+}
+
+const char *corr_reason_name(enum corr_reason r)
+{
+	static const char *const names[CORR_REASON_MAX] = {
+		"gpa", "sector", "not_virtio", "no_vm", "no_qemu_request", "key_disagrees", "hold_full",
+	};
+
+	return r < CORR_REASON_MAX ? names[r] : "?";
+}
+
+static const char *reason_text(enum corr_reason r)
+{
+	switch (r) {
+	case CORR_MATCHED_GPA:
+		return "matched on the request header's guest-physical address";
+	case CORR_MATCHED_SECTOR:
+		return "matched on sector, length and operation (the guest gave no header address)";
+	case CORR_NOT_VIRTIO:
+		return "no virtio-blk request behind this record";
+	case CORR_NO_VM:
+		return "the guest's QEMU process is not known or not traced";
+	case CORR_NO_QEMU_REQ:
+		return "no QEMU request with this key";
+	case CORR_KEY_DISAGREES:
+		return "the header address matched a QEMU request of another sector, length or operation";
+	case CORR_HOLD_FULL:
+		return "too many guest requests waiting for their host side";
+	default:
+		return "?";
+	}
+}
+
+/* ---- QEMU side ---- */
+
+static int32_t qalloc(struct corr *c)
+{
+	int32_t i = c->qnext++ & (QR_MAX - 1);
+	struct qreq *q = &c->q[i];
+
+	if (q->used) {
+		if (!q->matched)
+			c->st.qemu_dropped++;
+		for (int ix = 0; ix < IX_Q; ix++)
+			qunlink(c, i, ix);
+	}
+	memset(q, 0, offsetof(struct qreq, nx));
+	q->gen = (q->gen + 1) | 1;
+	q->used = true;
+	return i;
+}
+
+static uint32_t vblk_op(uint32_t type)
+{
+	return type == VBLK_IN ? IOT_OP_READ : type == VBLK_OUT ? IOT_OP_WRITE : type == VBLK_FLUSH ? IOT_OP_FLUSH
+									: IOT_OP_OTHER;
+}
+
+static void on_submit(struct corr *c, const struct iot_qemu_event *e)
+{
+	int32_t first = NO_IDX;
+	uint64_t rest = 0;
+
+	if (!(e->flags & IOT_QF_LAYOUT_OK)) {
+		c->st.qemu_layout_bad++;
+		return;
+	}
+	c->st.qemu_submits++;
+	for (int i = 1; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++)
+		rest += e->reqs[i].qiov_size;
+	for (int i = 0; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++) {
+		const struct iot_qemu_req *r = &e->reqs[i];
+		int32_t k = qalloc(c);
+		struct qreq *q = &c->q[k];
+
+		q->pid = e->pid;
+		q->op = vblk_op(r->type);
+		q->head = r->head;
+		q->gpa = r->gpa;
+		q->sector = r->sector;
+		/*
+		 * The first request's I/O vector was rebuilt to hold the whole
+		 * merged call: its own share is what the others leave.
+		 */
+		q->len = i == 0 ? (e->nreqs > 1 ? e->bytes - rest : e->bytes) : r->qiov_size;
+		q->submit_ts = e->ts;
+		q->reqptr = r->req;
+		if (first == NO_IDX)
+			first = k;
+		q->group = first;
+		q->group_gen = c->q[first].gen;
+		for (int ix = 0; ix < IX_Q; ix++)
+			qlink(c, k, ix);
+		c->st.qemu_reqs++;
+	}
+}
+
+static struct fdent *fd_info(struct corr *c, uint32_t pid, int fd)
+{
+	struct fdent *f = &c->fds[(unsigned int)(pid * 31 + fd) % FDCACHE_MAX];
+	char path[64], sys[128], buf[64];
+	struct stat st;
+	FILE *sf;
+
+	if (f->valid && f->pid == pid && f->fd == fd)
+		return f;
+	if (f->valid && f->own_fd >= 0)
+		close(f->own_fd);
+	memset(f, 0, sizeof(*f));
+	f->own_fd = -1;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, fd);
+	if (stat(path, &st))
+		return NULL;
+	f->pid = pid;
+	f->fd = fd;
+	f->ino = st.st_ino;
+	f->disk = (major(st.st_dev) << 20) | minor(st.st_dev);
+	/* A file system on a partition: bios are counted from the start of the whole disk. */
+	snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/start", major(st.st_dev), minor(st.st_dev));
+	sf = fopen(sys, "re");
+	if (sf) {
+		if (fgets(buf, sizeof(buf), sf))
+			f->part_start = strtoull(buf, NULL, 10);
+		fclose(sf);
+		snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/../dev", major(st.st_dev), minor(st.st_dev));
+		sf = fopen(sys, "re");
+		if (sf) {
+			unsigned int ma, mi;
+
+			if (fscanf(sf, "%u:%u", &ma, &mi) == 2)
+				f->disk = ma << 20 | mi;
+			fclose(sf);
+		}
+	}
+	f->valid = true;
+	return f;
+}
+
+/* Where a file offset lies on the disk (sector), or IOT_UNKNOWN_U64 (a hole, or no FIEMAP). */
+static uint64_t file_sector(struct fdent *f, uint64_t offset, uint64_t len)
+{
+	struct {
+		struct fiemap fm;
+		struct fiemap_extent fe[1];
+	} m = {};
+	char path[64];
+
+	if (f->own_fd < 0) {
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", f->pid, f->fd);
+		f->own_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (f->own_fd < 0)
+			return IOT_UNKNOWN_U64;
+	}
+	m.fm.fm_start = offset;
+	m.fm.fm_length = len ? len : 1;
+	m.fm.fm_extent_count = 1;
+	if (ioctl(f->own_fd, FS_IOC_FIEMAP, &m.fm) || m.fm.fm_mapped_extents < 1)
+		return IOT_UNKNOWN_U64;
+	if (m.fe[0].fe_logical > offset || (m.fe[0].fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_UNWRITTEN)))
+		return IOT_UNKNOWN_U64;
+	return (m.fe[0].fe_physical + (offset - m.fe[0].fe_logical)) / 512 + f->part_start;
+}
+
+static uint32_t backend_op(uint32_t type)
+{
+	return type & QAIO_READ ? IOT_OP_READ : type & QAIO_WRITE ? IOT_OP_WRITE
+		: type & QAIO_FLUSH ? IOT_OP_FSYNC : IOT_OP_OTHER;
+}
+
+static void on_backend(struct corr *c, const struct iot_qemu_event *e)
+{
+	int32_t qi = NO_IDX, bi;
+	struct qreq *g;
+	struct back *b;
+	struct fdent *f;
+
+	c->st.backends++;
+	/* The submit this call serves: same process, same thread's latest submit. */
+	if (e->req) {
+		struct qreq key = { .pid = e->pid, .reqptr = e->req };
+
+		for (int32_t i = c->qhead[IX_REQ][qbucket(c, &key, IX_REQ)]; i != NO_IDX; i = c->q[i].nx[IX_REQ]) {
+			struct qreq *q = &c->q[i];
+
+			if (q->pid == e->pid && q->reqptr == e->req && q->submit_ts == e->req_ts && q->group == i) {
+				qi = i;
+				break;
+			}
+		}
+	}
+	if (qi == NO_IDX || backend_op(e->op) == IOT_OP_OTHER) {
+		c->st.backends_unlinked++;
+		return;
+	}
+	g = &c->q[qi];
+	if (g->nback == GROUP_BACK_MAX)
+		return;
+	f = fd_info(c, e->pid, e->fd);
+	if (!f) {
+		c->st.backends_unlinked++;
+		return;
+	}
+	bi = c->bnext++ & (BK_MAX - 1);
+	b = &c->b[bi];
+	if (b->used)
+		bunlink(c, bi);
+	memset(b, 0, offsetof(struct back, nx));
+	b->gen = (b->gen + 1) | 1;
+	b->used = true;
+	b->pid = e->pid;
+	b->kind = e->backend;
+	b->op = backend_op(e->op);
+	b->ino = f->ino;
+	b->dev = f->disk;
+	b->offset = b->op == IOT_OP_FSYNC ? 0 : e->offset;
+	b->bytes = e->bytes;
+	b->ts = e->ts;
+	b->host_sector = IOT_UNKNOWN_U64;
+	b->fd = e->fd;
+	if (b->kind == IOT_QB_NATIVE && b->op != IOT_OP_FSYNC) {
+		/* Linux AIO is seen per bio on the disk: key it by where the file offset lies. */
+		b->host_sector = file_sector(f, e->offset, e->bytes);
+		if (b->host_sector == IOT_UNKNOWN_U64) {
+			/*
+			 * Not on the disk yet (delayed allocation: the direct I/O
+			 * itself makes the file system place it) or a hole: look
+			 * again when Linux AIO bios arrive that nothing claims.
+			 */
+			if (c->nunresolved < UNRESOLVED_MAX) {
+				c->unresolved[c->nunresolved] = bi;
+				c->unresolved_gen[c->nunresolved++] = b->gen;
+			}
+		}
+	}
+	b->q = qi;
+	b->qgen = g->gen;
+	g->back[g->nback] = bi;
+	g->back_gen[g->nback++] = b->gen;
+	if (b->kind != IOT_QB_NATIVE || b->host_sector != IOT_UNKNOWN_U64 || b->op == IOT_OP_FSYNC)
+		blink(c, bi);
+}
+
+void corr_qemu_event(struct corr *c, const struct iot_qemu_event *e)
+{
+	if (e->type == IOT_QEV_SUBMIT)
+		on_submit(c, e);
+	else if (e->type == IOT_QEV_BACKEND)
+		on_backend(c, e);
+}
+
+/* ---- host kernel side ---- */
+
+static uint64_t first_ts(const struct iot_record *r)
+{
+	for (int i = 0; i < IOT_TS_MAX; i++)
+		if (r->ts[i])
+			return r->ts[i];
+	return 0;
+}
+
+static uint64_t last_ts(const struct iot_record *r)
+{
+	for (int i = IOT_TS_MAX - 1; i >= 0; i--)
+		if (r->ts[i])
+			return r->ts[i];
+	return 0;
+}
+
+/* Native backend calls whose sector was unknown: those placed on the disk since join the index. */
+static void resolve_native(struct corr *c)
+{
+	int k = 0;
+
+	for (int i = 0; i < c->nunresolved; i++) {
+		struct back *b = &c->b[c->unresolved[i]];
+		struct fdent *f;
+
+		if (b->gen != c->unresolved_gen[i] || b->linked)
+			continue;
+		f = fd_info(c, b->pid, b->fd);
+		b->host_sector = f ? file_sector(f, b->offset, b->bytes) : IOT_UNKNOWN_U64;
+		if (b->host_sector != IOT_UNKNOWN_U64) {
+			blink(c, c->unresolved[i]);
+			continue;
+		}
+		c->unresolved[k] = c->unresolved[i];
+		c->unresolved_gen[k++] = c->unresolved_gen[i];
+	}
+	c->nunresolved = k;
+}
+
+static bool link_host_record(struct corr *c, const struct iot_record *r);
+
+void corr_host_record(struct corr *c, const struct iot_record *r)
+{
+	c->st.host_records++;
+	if (link_host_record(c, r))
+		return;
+	if (r->kind == IOT_KIND_AIO && c->nunresolved) {
+		resolve_native(c);
+		link_host_record(c, r);
+	}
+}
+
+static bool link_host_record(struct corr *c, const struct iot_record *r)
+{
+	struct back key = { .pid = r->pid, .ino = r->inode, .op = r->op };
+	uint32_t op = r->op;
+	int32_t best = NO_IDX;
+
+	if (r->kind == IOT_KIND_AIO) {
+		if (r->sector == IOT_UNKNOWN_U64)
+			return false;
+		key.kind = IOT_QB_NATIVE;
+		key.dev = r->dev;
+		key.host_sector = r->sector;
+	} else if (r->kind == IOT_KIND_SYSCALL || r->kind == IOT_KIND_URING) {
+		if (!r->inode)
+			return false;
+		key.offset = op == IOT_OP_FSYNC ? 0 : r->offset;
+	} else {
+		return false;
+	}
+	/* The oldest backend call with this key not yet served. */
+	for (int32_t i = c->bhead[bbucket(&key)]; i != NO_IDX; i = c->b[i].nx) {
+		struct back *b = &c->b[i];
+
+		if (b->linked || b->pid != r->pid || b->op != op)
+			continue;
+		if (key.kind == IOT_QB_NATIVE ? (b->kind != IOT_QB_NATIVE || b->dev != r->dev ||
+						b->host_sector != r->sector)
+					      : (b->kind == IOT_QB_NATIVE || b->ino != r->inode || b->offset != key.offset))
+			continue;
+		if (best == NO_IDX || b->ts < c->b[best].ts)
+			best = i;
+	}
+	if (best == NO_IDX)
+		return false;
+	{
+		struct back *b = &c->b[best];
+		struct hio *h = &b->h;
+
+		h->kind = r->kind;
+		h->syscall = r->syscall;
+		h->uring_opcode = r->uring_opcode;
+		h->tid = r->tid;
+		h->len = r->len;
+		h->dev = r->dev;
+		h->start = first_ts(r);
+		h->end = last_ts(r);
+		h->dev_issue = r->ts[IOT_TS_RQ_ISSUE];
+		h->dev_complete = r->ts[IOT_TS_RQ_COMPLETE] ? r->ts[IOT_TS_RQ_COMPLETE] : r->ts[IOT_TS_BIO_END];
+		h->offset = r->offset;
+		h->sector = r->sector;
+		h->result = r->result;
+		b->linked = true;
+		bunlink(c, best);
+		c->st.host_linked++;
+	}
+	return true;
+}
+
+/* ---- guest side ---- */
+
+static bool is_virtio_request(const struct iot_record *r)
+{
+	return r->driver == IOT_DRV_VIRTIO_BLK && r->sector != IOT_UNKNOWN_U64 &&
+	       (r->nr_bios > 0 || r->kind == IOT_KIND_BIO || r->kind == IOT_KIND_AIO);
+}
+
+/* Bytes of the guest's first request: the record's own I/O when it is one request. */
+static uint64_t guest_req_len(const struct iot_record *r)
+{
+	if (r->kind == IOT_KIND_BIO || r->kind == IOT_KIND_AIO)
+		return r->len;
+	return r->nr_bios == 1 ? r->bio_bytes : 0;	/* 0: several requests, length not checked */
+}
+
+static uint64_t guest_kick(const struct iot_record *r)
+{
+	return r->ts[IOT_TS_DRIVER] ? r->ts[IOT_TS_DRIVER] : r->ts[IOT_TS_RQ_ISSUE] ? r->ts[IOT_TS_RQ_ISSUE]
+								: first_ts(r);
+}
+
+static bool cross_check(const struct qreq *q, const struct iot_record *r)
+{
+	uint64_t len = guest_req_len(r);
+
+	return q->op == r->op && (q->op == IOT_OP_FLUSH || q->sector == r->sector) && (!len || q->len == len);
+}
+
+/* The QEMU request of a guest record: earliest unclaimed with the key, submitted after the guest's kick. */
+static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
+{
+	const struct iot_record *r = &h->r;
+	uint64_t tol = h->unc + 2000000, kick = guest_kick(r), end = last_ts(r);
+	bool by_gpa = r->vq_gpa != 0, disagree = false;
+	struct qreq key = { .pid = h->pid, .gpa = r->vq_gpa, .sector = r->sector, .op = r->op };
+	int ix = by_gpa ? IX_GPA : IX_SECTOR;
+	int32_t best = NO_IDX;
+
+	for (int32_t i = c->qhead[ix][qbucket(c, &key, ix)]; i != NO_IDX; i = c->q[i].nx[ix]) {
+		struct qreq *q = &c->q[i];
+
+		if (q->matched || q->pid != h->pid)
+			continue;
+		if (by_gpa ? q->gpa != r->vq_gpa : (q->sector != r->sector || q->op != r->op))
+			continue;
+		/* Time only orders reuse of a key: the request QEMU took after this kick and before the end. */
+		if (!h->guest_clock && (q->submit_ts + tol < kick || q->submit_ts > end + tol))
+			continue;
+		if (!cross_check(q, r)) {
+			disagree = true;
+			continue;
+		}
+		if (best == NO_IDX || q->submit_ts < c->q[best].submit_ts)
+			best = i;
+	}
+	if (best == NO_IDX)
+		return disagree ? CORR_KEY_DISAGREES : CORR_NO_QEMU_REQ;
+	*ret = best;
+	return by_gpa ? CORR_MATCHED_GPA : CORR_MATCHED_SECTOR;
+}
+
+void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest_clock, uint64_t unc_ns,
+		       const struct iot_record *r)
+{
+	struct held *h;
+
+	if (c->hcount == HOLD_MAX) {
+		/* The oldest waits no longer. */
+		corr_tick(c, UINT64_MAX);
+	}
+	h = &c->h[(c->hfirst + c->hcount++) & (HOLD_MAX - 1)];
+	memset(h, 0, sizeof(*h));
+	h->arrival = 0;
+	h->pid = vm_pid;
+	snprintf(h->guest, sizeof(h->guest), "%s", guest);
+	h->guest_clock = guest_clock;
+	h->unc = unc_ns;
+	h->q = NO_IDX;
+	h->r = *r;
+	if (!is_virtio_request(r)) {
+		h->decided = true;
+		h->reason = CORR_NOT_VIRTIO;
+	} else if (!vm_pid) {
+		h->decided = true;
+		h->reason = CORR_NO_VM;
+	}
+}
+
+/* Appends printf output to a growing buffer. */
+struct sb {
+	char *p;
+	size_t len, cap;
+};
+
+static void sbf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sbf(struct sb *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->len >= b->cap)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	b->len = n < 0 ? b->cap : b->len + n >= b->cap ? b->cap : b->len + n;
+}
+
+static const char *hio_what(const struct hio *h, char *buf, size_t len)
+{
+	if (h->kind == IOT_KIND_SYSCALL)
+		snprintf(buf, len, "%s", iot_syscall_name(h->syscall));
+	else if (h->kind == IOT_KIND_URING)
+		snprintf(buf, len, "io_uring");
+	else
+		snprintf(buf, len, "%s", iot_kind_name(h->kind));
+	return buf;
+}
+
+static void seg_add(struct corr *c, struct sb *js, struct sb *tx, int s, uint64_t from, uint64_t to)
+{
+	int64_t ns;
+
+	if (!from || !to)
+		return;
+	ns = (int64_t)(to - from);
+	hist_add(&c->seg[s], ns > 0 ? ns : 0);
+	sbf(js, "%s{\"seg\":\"%s\",\"ns\":%" PRId64 "}", js->p[js->len - 1] == '[' ? "" : ",", vseg_names[s], ns);
+	sbf(tx, " %s %.1f", vseg_names[s], ns / 1e3);
+}
+
+static void emit(struct corr *c, struct held *h)
+{
+	static char jbuf[8192], tbuf[2048];
+	struct sb js = { jbuf, 0, sizeof(jbuf) }, tx = { tbuf, 0, sizeof(tbuf) };
+	const struct iot_record *r = &h->r;
+	enum corr_reason why = h->reason;
+	bool matched = why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR;
+
+	c->st.guest[why]++;
+	sbf(&js, "\"host\":{\"match\":\"%s\"", matched ? corr_reason_name(why) : "none");
+	if (!matched) {
+		sbf(&js, ",\"reason\":\"%s\"", corr_reason_name(why));
+		if (why != CORR_NOT_VIRTIO)
+			sbf(&tx, "| host: unmatched (%s)", reason_text(why));
+	}
+	if (h->pid)
+		sbf(&js, ",\"qemu_pid\":%u", h->pid);
+	if (matched && h->q != NO_IDX && c->q[h->q].gen == h->qgen) {
+		const struct qreq *q = &c->q[h->q];
+		const struct qreq *g = &c->q[q->group];
+		uint64_t hs = 0, he = 0, ds = 0, de = 0;
+		int nh = 0;
+
+		sbf(&js, ",\"qemu\":{\"head\":%u,\"gpa\":%" PRIu64 ",\"sector\":%" PRIu64 ",\"len\":%" PRIu64
+			",\"op\":\"%s\",\"submit_ns\":%" PRIu64 "}", q->head, q->gpa, q->sector, q->len,
+		    iot_op_name(q->op), q->submit_ts);
+		sbf(&js, ",\"host_io\":[");
+		if (g->gen == q->group_gen) {
+			for (int i = 0; i < g->nback; i++) {
+				const struct back *b = &c->b[g->back[i]];
+				char what[32];
+
+				if (b->gen != g->back_gen[i] || !b->h.start)
+					continue;
+				sbf(&js, "%s{\"kind\":\"%s\",\"call\":\"%s\",\"backend\":\"%s\",\"tid\":%u,\"inode\":%"
+					PRIu64 ",\"offset\":%" PRIu64 ",\"len\":%" PRIu64 ",\"start_ns\":%" PRIu64
+					",\"end_ns\":%" PRIu64, nh ? "," : "", iot_kind_name(b->h.kind),
+				    hio_what(&b->h, what, sizeof(what)),
+				    b->kind == IOT_QB_THREADS ? "threads" : b->kind == IOT_QB_URING ? "io_uring" : "native",
+				    b->h.tid, b->ino, b->offset, b->bytes, b->h.start, b->h.end);
+				if (b->h.sector != IOT_UNKNOWN_U64)
+					sbf(&js, ",\"sector\":%" PRIu64, b->h.sector);
+				if (b->h.dev_issue && b->h.dev_complete)
+					sbf(&js, ",\"device_ns\":%" PRIu64, b->h.dev_complete - b->h.dev_issue);
+				sbf(&js, "}");
+				if (!nh++)
+					sbf(&tx, "| host:");
+				sbf(&tx, " %s@%" PRIu64 "+%" PRIu64, what, b->offset, b->bytes);
+				hs = !hs || b->h.start < hs ? b->h.start : hs;
+				he = b->h.end > he ? b->h.end : he;
+				if (b->h.dev_issue && (!ds || b->h.dev_issue < ds))
+					ds = b->h.dev_issue;
+				de = b->h.dev_complete > de ? b->h.dev_complete : de;
+			}
+		}
+		sbf(&js, "]");
+		if (nh)
+			c->st.with_host_io++;
+		else
+			sbf(&tx, "| host: matched (%s), no host I/O seen", corr_reason_name(why));
+		sbf(&js, ",\"split_ns\":[");
+		seg_add(c, &js, &tx, VS_GUEST_ISSUE, first_ts(r), guest_kick(r));
+		seg_add(c, &js, &tx, VS_KICK_QEMU, guest_kick(r), q->submit_ts);
+		seg_add(c, &js, &tx, VS_QEMU_HOST, q->submit_ts, hs);
+		seg_add(c, &js, &tx, VS_HOST_IO, hs, he);
+		if (ds && de)
+			seg_add(c, &js, &tx, VS_HOST_DEVICE, ds, de);
+		seg_add(c, &js, &tx, VS_HOST_GUEST_IRQ, he, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE]);
+		seg_add(c, &js, &tx, VS_GUEST_DONE, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE],
+			last_ts(r));
+		hist_add(&c->seg[VS_TOTAL], last_ts(r) - first_ts(r));
+		sbf(&js, "]");
+	}
+	sbf(&js, ",\"clock_uncertainty_ns\":%" PRIu64 "}", h->unc);
+	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, jbuf, tx.len ? tbuf : NULL);
+}
+
+/* Has every backend call of the request's submit found its host I/O? */
+static bool host_side_done(const struct corr *c, const struct held *h)
+{
+	const struct qreq *q = &c->q[h->q];
+	const struct qreq *g = &c->q[q->group];
+
+	if (q->gen != h->qgen || g->gen != q->group_gen || !g->nback)
+		return false;
+	for (int i = 0; i < g->nback; i++)
+		if (c->b[g->back[i]].gen != g->back_gen[i] || !c->b[g->back[i]].linked)
+			return false;
+	return true;
+}
+
+/* Decides a held record if it can be; true when it can be written out now. */
+static bool resolve(struct corr *c, struct held *h, uint64_t now)
+{
+	bool timed_out;
+
+	if (!h->arrival)
+		h->arrival = now;
+	timed_out = now - h->arrival >= c->o.hold_ns;
+	if (!h->decided) {
+		int32_t qi = NO_IDX;
+		enum corr_reason why = find_qreq(c, h, &qi);
+
+		if (why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR) {
+			c->q[qi].matched = true;
+			h->q = qi;
+			h->qgen = c->q[qi].gen;
+		} else if (!timed_out) {
+			return false;
+		}
+		h->reason = why;
+		h->decided = true;
+	}
+	return h->q == NO_IDX || timed_out || host_side_done(c, h);
+}
+
+void corr_tick(struct corr *c, uint64_t now)
+{
+	while (c->hcount) {
+		struct held *h = &c->h[c->hfirst];
+
+		if (now == UINT64_MAX) {
+			/* Forced out (the window is full, or exit): decide with what is known. */
+			if (!h->arrival)
+				h->arrival = 1;
+			resolve(c, h, UINT64_MAX - 1);
+		} else if (!resolve(c, h, now)) {
+			break;
+		}
+		emit(c, h);
+		c->hfirst = (c->hfirst + 1) & (HOLD_MAX - 1);
+		c->hcount--;
+		if (now == UINT64_MAX && c->hcount < HOLD_MAX)
+			break;
+	}
+}
+
+void corr_flush(struct corr *c)
+{
+	while (c->hcount)
+		corr_tick(c, UINT64_MAX);
+}
+
+void corr_get_stats(const struct corr *c, struct corr_stats *ret)
+{
+	*ret = c->st;
+}
+
+void corr_summary(const struct corr *c, FILE *f, bool json)
+{
+	if (json) {
+		fprintf(f, "{\"type\":\"vm_summary\",\"segments\":{");
+		for (int i = 0; i < VS_MAX; i++) {
+			const struct hist *h = &c->seg[i];
+
+			fprintf(f, "%s\"%s\":{\"count\":%" PRIu64 ",\"p50_ns\":%" PRIu64 ",\"p90_ns\":%" PRIu64
+				",\"p99_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 "}", i ? "," : "", vseg_names[i], h->count,
+				hist_percentile(h, 50), hist_percentile(h, 90), hist_percentile(h, 99), h->max);
+		}
+		fprintf(f, "}}\n");
+		return;
+	}
+	fprintf(f, "\nguest requests through QEMU and the host (us)\n  %-18s %9s %10s %10s %10s %10s\n", "segment",
+		"count", "p50", "p90", "p99", "max");
+	for (int i = 0; i < VS_MAX; i++) {
+		const struct hist *h = &c->seg[i];
+
+		if (h->count)
+			fprintf(f, "  %-18s %9" PRIu64 " %10.1f %10.1f %10.1f %10.1f\n", vseg_names[i], h->count,
+				hist_percentile(h, 50) / 1e3, hist_percentile(h, 90) / 1e3, hist_percentile(h, 99) / 1e3,
+				h->max / 1e3);
+	}
+}
