@@ -47,10 +47,22 @@ struct {
 	__type(value, struct cur_submit);
 } cur_req SEC(".maps");
 
+#define QEVENTS_BYTES (512 * 1024)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 512 * 1024);
+	__uint(max_entries, QEVENTS_BYTES);
 } qevents SEC(".maps");
+
+/*
+ * Wake the reader only once a batch waits: a wakeup per request costs the
+ * host agent more than the event itself. It reads at least every 50 ms anyway.
+ */
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&qevents, BPF_RB_AVAIL_DATA) >= QEVENTS_BYTES / 8 ? BPF_RB_FORCE_WAKEUP
+										     : BPF_RB_NO_WAKEUP;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -179,7 +191,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		e->flags |= IOT_QF_LAYOUT_OK;
 	}
 	count(IOT_QCNT_SUBMITS);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;
 }
 
@@ -232,7 +244,7 @@ static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u
 	e->fd = fd;
 	e->backend = backend;
 	count(IOT_QCNT_BACKENDS);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;
 }
 

@@ -23,11 +23,16 @@
 #include "hist.h"
 #include "names.h"
 
-#define QR_BITS 16
-#define QR_MAX (1u << QR_BITS)		/* QEMU requests in the window */
-#define BK_MAX (1u << QR_BITS)		/* backend calls in the window */
-#define HOLD_MAX (1u << QR_BITS)	/* guest records waiting */
-#define HB_BITS 16
+/*
+ * Windows: at 12,000 guest requests/s, 16,384 QEMU requests are over a
+ * second, where a guest record arrives within tens of milliseconds of its
+ * completion; held guest records wait at most hold_ns. Sized so that the
+ * agent stays within its memory budget (docs/benchmarks.md).
+ */
+#define QR_MAX (1u << 14)		/* QEMU requests in the window */
+#define BK_MAX (1u << 14)		/* backend calls in the window */
+#define HOLD_MAX (1u << 13)		/* guest records waiting */
+#define HB_BITS 14
 #define HB_MAX (1u << HB_BITS)		/* hash buckets per index */
 #define GROUP_BACK_MAX 8		/* backend calls one submit may make (qcow2 splits at clusters) */
 #define FDCACHE_MAX 256
@@ -652,10 +657,19 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 	int ix = by_gpa ? IX_GPA : IX_SECTOR;
 	int32_t best = NO_IDX;
 
+	/*
+	 * Chains are newest first. A header address is reused by every request
+	 * of the same slot, so a chain holds the window's history of it: stop
+	 * at the first of this VM's requests taken before the guest's kick.
+	 */
 	for (int32_t i = c->qhead[ix][qbucket(c, &key, ix)]; i != NO_IDX; i = c->q[i].nx[ix]) {
 		struct qreq *q = &c->q[i];
 
-		if (q->matched || q->pid != h->pid)
+		if (q->pid != h->pid)
+			continue;
+		if (!h->guest_clock && q->submit_ts + tol < kick)
+			break;
+		if (q->matched)
 			continue;
 		if (by_gpa ? q->gpa != r->vq_gpa : (q->sector != r->sector || q->op != r->op))
 			continue;
@@ -706,6 +720,7 @@ void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest
 struct sb {
 	char *p;
 	size_t len, cap;
+	bool off;		/* the output format does not want this one: build nothing */
 };
 
 static void sbf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -714,7 +729,7 @@ static void sbf(struct sb *b, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (b->len >= b->cap)
+	if (b->off || b->len >= b->cap)
 		return;
 	va_start(ap, fmt);
 	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -741,14 +756,15 @@ static void seg_add(struct corr *c, struct sb *js, struct sb *tx, int s, uint64_
 		return;
 	ns = (int64_t)(to - from);
 	hist_add(&c->seg[s], ns > 0 ? ns : 0);
-	sbf(js, "%s{\"seg\":\"%s\",\"ns\":%" PRId64 "}", js->p[js->len - 1] == '[' ? "" : ",", vseg_names[s], ns);
+	sbf(js, "%s{\"seg\":\"%s\",\"ns\":%" PRId64 "}", js->len && js->p[js->len - 1] == '[' ? "" : ",",
+	    vseg_names[s], ns);
 	sbf(tx, " %s %.1f", vseg_names[s], ns / 1e3);
 }
 
 static void emit(struct corr *c, struct held *h)
 {
 	static char jbuf[8192], tbuf[2048];
-	struct sb js = { jbuf, 0, sizeof(jbuf) }, tx = { tbuf, 0, sizeof(tbuf) };
+	struct sb js = { jbuf, 0, sizeof(jbuf), !c->o.json }, tx = { tbuf, 0, sizeof(tbuf), c->o.json };
 	const struct iot_record *r = &h->r;
 	enum corr_reason why = h->reason;
 	bool matched = why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR;
@@ -819,7 +835,7 @@ static void emit(struct corr *c, struct held *h)
 		sbf(&js, "]");
 	}
 	sbf(&js, ",\"clock_uncertainty_ns\":%" PRIu64 "}", h->unc);
-	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, jbuf, tx.len ? tbuf : NULL);
+	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, js.len ? jbuf : NULL, tx.len ? tbuf : NULL);
 }
 
 /* Has every backend call of the request's submit found its host I/O? */

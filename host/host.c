@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -272,6 +273,8 @@ static int vm_add(struct host *h, int pid)
 		qemu_tracer__del_pid(v->qt, pid);
 		goto refuse;
 	}
+	/* libbpf's parse of the kernel BTF for the load is done: give that memory back. */
+	malloc_trim(0);
 	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
 	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "");
 	vm_event(h, v, "traced", NULL);
@@ -378,6 +381,7 @@ static int qemu_layer_start(struct host *h)
 			return r;
 		}
 	}
+	malloc_trim(0);
 	/* Without --qemu-pid every QEMU is traced, and those started later. */
 	if (!h->o->nqemu_pids)
 		vm_scan(h);
