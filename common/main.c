@@ -4,6 +4,7 @@
  * where its time went.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -17,11 +18,13 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/utsname.h>
 #include <bpf/libbpf.h>
 #include "addr.h"
 #include "disks.h"
 #include "names.h"
 #include "output.h"
+#include "perfetto.h"
 #include "tracer.h"
 #include "../guest/guest.h"
 #include "../host/host.h"
@@ -37,6 +40,7 @@ struct cli {
 	bool json, summary, tree, status, list_layers, summary_only;
 	double duration_s, interval_s;
 	const char *output_path;
+	const char *perfetto_path;
 	bool has_connect, has_filter;
 	struct iot_addr connect;
 	struct iot_addr listen[HOST_LISTEN_MAX];
@@ -104,6 +108,13 @@ static const char usage_text[] =
 "  -i, --interval SEC     with --summary: print and reset every SEC seconds\n"
 "  -D, --duration SEC     stop after SEC seconds (default: until Ctrl-C)\n"
 "  -o, --output FILE      write records to FILE instead of standard output\n"
+"      --perfetto FILE    also write every request to FILE as a Perfetto trace\n"
+"                         (protobuf, for ui.perfetto.dev and trace_processor),\n"
+"                         written as requests complete: a slice per layer each\n"
+"                         request passed, joined by one flow per request; host\n"
+"                         mode adds the QEMU and host I/O slices of each guest\n"
+"                         request (docs/perfetto.md). With --summary, requests\n"
+"                         are copied out of the kernel for it but not printed\n"
 "  -v, --verbose          a tree per request; libbpf and verifier messages\n"
 "      --no-status        no live status line on a terminal's stderr\n"
 "      --no-fentry        never attach through fentry/fexit (use kprobes or\n"
@@ -171,7 +182,8 @@ static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t
 }
 
 enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE,
-       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE, OPT_QEMU_PID, OPT_NO_QEMU };
+       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE, OPT_QEMU_PID, OPT_NO_QEMU,
+       OPT_PERFETTO };
 
 static void parse_args(int argc, char **argv, struct cli *c)
 {
@@ -193,6 +205,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "interval", required_argument, NULL, 'i' },
 		{ "duration", required_argument, NULL, 'D' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "perfetto", required_argument, NULL, OPT_PERFETTO },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "no-status", no_argument, NULL, OPT_NO_STATUS },
 		{ "no-fentry", no_argument, NULL, OPT_NO_FENTRY },
@@ -292,6 +305,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		case 'o':
 			c->output_path = optarg;
 			break;
+		case OPT_PERFETTO:
+			c->perfetto_path = optarg;
+			break;
 		case 'v':
 			verbose = true;
 			c->tree = true;
@@ -377,9 +393,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	if (c->nqemu_pids && c->no_qemu)
 		die_usage("--qemu-pid and --no-qemu contradict each other");
 	if (!strcmp(c->mode, "guest")) {
-		if (c->summary || requests || c->interval_s || c->tree || c->output_path)
+		if (c->summary || requests || c->interval_s || c->tree || c->output_path || c->perfetto_path)
 			die_usage("--mode guest sends its records to the host: --summary, --requests, --interval, "
-				  "--verbose and --output belong to the host agent");
+				  "--verbose, --output and --perfetto belong to the host agent");
 		if (!c->has_connect)
 			c->connect = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
 							.port = IOT_DEFAULT_PORT };
@@ -400,8 +416,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		die_usage("--interval needs --summary");
 	/* --summary alone prints no per-request lines. */
 	c->summary_only = c->summary && !requests;
-	/* Nothing to print per request: aggregate in the kernel, copy nothing out. */
-	c->topts.kernel_summary = c->summary_only;
+	/* Nothing to write per request: aggregate in the kernel, copy nothing out. */
+	c->topts.kernel_summary = c->summary_only && !c->perfetto_path;
 }
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -424,9 +440,65 @@ static uint64_t now_ns(void)
 	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+struct sinks {
+	struct output *out;
+	struct perfetto *pf;	/* NULL without --perfetto */
+};
+
 static void on_record(void *ctx, const struct iot_record *rec)
 {
-	output__record(ctx, rec);
+	struct sinks *s = ctx;
+
+	output__record(s->out, rec);
+	if (s->pf)
+		perfetto__record(s->pf, rec, NULL, false);
+}
+
+/* --perfetto FILE: the writer, named after this machine; NULL (reason printed) on failure. */
+static struct perfetto *perfetto_open(const char *path, const char *machine, int *ret_fd)
+{
+	struct perfetto_opts popts = { .sz = sizeof(popts), .machine = machine };
+	struct utsname u;
+	struct perfetto *pf;
+
+	if (!machine && !uname(&u))
+		popts.machine = u.nodename;
+	popts.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (popts.fd < 0) {
+		fprintf(stderr, "iotracer: cannot open '%s': %s\n", path, strerror(errno));
+		return NULL;
+	}
+	pf = perfetto__new(&popts);
+	if (!pf) {
+		fprintf(stderr, "iotracer: %s\n", strerror(errno));
+		close(popts.fd);
+		return NULL;
+	}
+	*ret_fd = popts.fd;
+	return pf;
+}
+
+/* Flushes and closes the trace; 0, or -errno (reason printed) when some of it was not written. */
+static int perfetto_close(struct perfetto *pf, int fd, const char *path)
+{
+	struct perfetto_stats st;
+	int err;
+
+	if (!pf)
+		return 0;
+	err = perfetto__flush(pf);
+	perfetto__stats(pf, &st);
+	if (err)
+		fprintf(stderr, "iotracer: writing the Perfetto trace '%s' failed: %s\n", path, strerror(-err));
+	if (st.lane_full)
+		fprintf(stderr, "iotracer: perfetto: %" PRIu64 " slices on a busy lane (more than 64 requests in "
+			"one layer at once); they may show nested wrongly\n", st.lane_full);
+	perfetto__free(pf);
+	if (close(fd) && !err) {
+		err = -errno;
+		fprintf(stderr, "iotracer: closing '%s': %s\n", path, strerror(-err));
+	}
+	return err;
 }
 
 static const char *state_name(enum layer_state s)
@@ -510,12 +582,21 @@ static int run_host(struct cli *c)
 			       .stop = &stop, .trace_qemu = !c->no_qemu, .summary = c->summary,
 			       .nqemu_pids = c->nqemu_pids, .verbose = verbose };
 	FILE *of = stdout;
-	int err;
+	int err, pfd = -1;
 
 	if (c->output_path) {
 		of = fopen(c->output_path, "we");
 		if (!of) {
 			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c->output_path, strerror(errno));
+			return 1;
+		}
+	}
+	/* On the host's tracks: "host"; each guest's under its own id. */
+	if (c->perfetto_path) {
+		h.pf = perfetto_open(c->perfetto_path, "host", &pfd);
+		if (!h.pf) {
+			if (of != stdout)
+				fclose(of);
 			return 1;
 		}
 	}
@@ -532,6 +613,7 @@ static int run_host(struct cli *c)
 	h.of = of;
 	if (!h.out) {
 		fprintf(stderr, "iotracer: %s\n", strerror(errno));
+		perfetto_close(h.pf, pfd, c->perfetto_path);
 		return 1;
 	}
 	signal(SIGINT, on_signal);
@@ -544,6 +626,8 @@ static int run_host(struct cli *c)
 			output__summary(h.out, of);
 	}
 	fflush(of);
+	if (perfetto_close(h.pf, pfd, c->perfetto_path))
+		err = err ?: -EIO;
 	output__free(h.out);
 	if (of != stdout)
 		fclose(of);
@@ -555,13 +639,14 @@ int main(int argc, char **argv)
 	struct cli c = {};
 	struct output_opts oopts = { .sz = sizeof(oopts) };
 	struct output *out = NULL;
+	struct sinks sinks = {};
 	struct tracer *t = NULL;
 	struct guest *guest = NULL;
 	uint64_t counts[IOT_CNT_MAX] = {}, start, next_status, next_interval = 0, last_records = 0;
 	char errbuf[256];
 	FILE *of = stdout;
 	bool tty;
-	int err;
+	int err, pfd = -1;
 
 	parse_args(argc, argv, &c);
 	/* A peer gone away shows up as an error from write(), not as a signal. */
@@ -599,8 +684,16 @@ int main(int argc, char **argv)
 	oopts.out = of;
 	oopts.t0_ns = now_ns();
 	out = output__new(&oopts);
+	if (c.perfetto_path && !c.list_layers) {
+		sinks.pf = perfetto_open(c.perfetto_path, NULL, &pfd);
+		if (!sinks.pf) {
+			err = -EIO;
+			goto out_free;
+		}
+	}
+	sinks.out = out;
 	c.topts.on_record = guest ? guest_on_record : on_record;
-	c.topts.ctx = guest ? (void *)guest : out;
+	c.topts.ctx = guest ? (void *)guest : (void *)&sinks;
 	t = out ? tracer__new(&c.topts) : NULL;
 	if (!t) {
 		err = -errno;
@@ -652,8 +745,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "iotracer: reading the ring buffer failed: %s\n", strerror(-err));
 			break;
 		}
-		if (err > 0)
+		if (err > 0) {
 			fflush(of);
+			if (sinks.pf)
+				perfetto__flush(sinks.pf);
+		}
 		err = 0;
 		now = now_ns();
 		if (c.duration_s && now - start >= (uint64_t)(c.duration_s * 1e9))
@@ -686,6 +782,8 @@ int main(int argc, char **argv)
 	fflush(of);
 out_free:
 	tracer__free(t);
+	if (perfetto_close(sinks.pf, pfd, c.perfetto_path))
+		err = err ?: -EIO;
 	guest_free(guest);
 	output__free(out);
 	if (of != stdout)

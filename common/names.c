@@ -213,3 +213,16 @@ void iot_record_split(const struct iot_record *r, struct iot_split *ret)
 	if (prev >= 0 && ret->last_ns >= ret->first_ns)
 		ret->total_ns = ret->last_ns - ret->first_ns;
 }
+
+const char *iot_record_what(const struct iot_record *r, char *buf, size_t len)
+{
+	switch (r->kind) {
+	case IOT_KIND_SYSCALL:
+		return iot_syscall_name(r->syscall);
+	case IOT_KIND_URING:
+		snprintf(buf, len, "uring:%u", r->uring_opcode);
+		return buf;
+	default:
+		return iot_kind_name(r->kind);
+	}
+}

@@ -39,4 +39,7 @@ extern const char *const iot_segment_names[];
 int iot_segment_index(const char *name);
 #define IOT_SEGMENT_COUNT IOT_SEG_TOTAL
 
+/* What a record is, in a word: the system call, "uring:OPCODE", or the kind. */
+const char *iot_record_what(const struct iot_record *r, char *buf, size_t len);
+
 #endif

@@ -149,19 +149,6 @@ static void sb_kv_str(struct sbuf *b, const char *key, const char *v)
 	SB_LIT(b, "\"");
 }
 
-static const char *what(const struct iot_record *r, char *buf, size_t len)
-{
-	switch (r->kind) {
-	case IOT_KIND_SYSCALL:
-		return iot_syscall_name(r->syscall);
-	case IOT_KIND_URING:
-		snprintf(buf, len, "uring:%u", r->uring_opcode);
-		return buf;
-	default:
-		return iot_kind_name(r->kind);
-	}
-}
-
 static void flag_names(const struct iot_record *r, struct sbuf *b, bool json)
 {
 	static const struct { uint32_t f; const char *n; } tab[] = {
@@ -202,7 +189,7 @@ static int format_text(const struct output *o, const struct iot_record *r, const
 	comm[IOT_COMM_LEN] = 0;
 	sb_printf(&b, "%12.6f %-15s %7u %7u %-15s %c %-7s",
 		  s->first_ns >= t0 ? (s->first_ns - t0) / 1e9 : 0.0, comm, r->pid, r->tid,
-		  what(r, wbuf, sizeof(wbuf)), iot_op_letter(r->op), r->dev ? dev : "-");
+		  iot_record_what(r, wbuf, sizeof(wbuf)), iot_op_letter(r->op), r->dev ? dev : "-");
 	if (r->sector != IOT_UNKNOWN_U64)
 		sb_printf(&b, " sector %-10" PRIu64, (uint64_t)r->sector);
 	else

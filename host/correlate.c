@@ -768,6 +768,8 @@ static void emit(struct corr *c, struct held *h)
 	const struct iot_record *r = &h->r;
 	enum corr_reason why = h->reason;
 	bool matched = why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR;
+	struct perfetto_host px = { .machine = "host", .qemu_pid = h->pid };
+	bool joined = false;
 
 	c->st.guest[why]++;
 	sbf(&js, "\"host\":{\"match\":\"%s\"", matched ? corr_reason_name(why) : "none");
@@ -784,6 +786,11 @@ static void emit(struct corr *c, struct held *h)
 		uint64_t hs = 0, he = 0, ds = 0, de = 0;
 		int nh = 0;
 
+		joined = true;
+		px.match = corr_reason_name(why);
+		px.gpa = q->gpa;
+		px.kick_ns = guest_kick(r);
+		px.submit_ns = q->submit_ts;
 		sbf(&js, ",\"qemu\":{\"head\":%u,\"gpa\":%" PRIu64 ",\"sector\":%" PRIu64 ",\"len\":%" PRIu64
 			",\"op\":\"%s\",\"submit_ns\":%" PRIu64 "}", q->head, q->gpa, q->sector, q->len,
 		    iot_op_name(q->op), q->submit_ts);
@@ -795,6 +802,12 @@ static void emit(struct corr *c, struct held *h)
 
 				if (b->gen != g->back_gen[i] || !b->h.start)
 					continue;
+				if (px.nio < PERFETTO_HOST_IO_MAX)
+					px.io[px.nio++] = (struct perfetto_host_io){
+						.start_ns = b->h.start, .end_ns = b->h.end, .offset = b->offset,
+						.len = b->bytes, .sector = b->h.sector, .tid = b->h.tid,
+						.call = b->h.kind == IOT_KIND_SYSCALL ? iot_syscall_name(b->h.syscall) :
+							b->h.kind == IOT_KIND_URING ? "io_uring" : iot_kind_name(b->h.kind) };
 				sbf(&js, "%s{\"kind\":\"%s\",\"call\":\"%s\",\"backend\":\"%s\",\"tid\":%u,\"inode\":%"
 					PRIu64 ",\"offset\":%" PRIu64 ",\"len\":%" PRIu64 ",\"start_ns\":%" PRIu64
 					",\"end_ns\":%" PRIu64, nh ? "," : "", iot_kind_name(b->h.kind),
@@ -836,6 +849,12 @@ static void emit(struct corr *c, struct held *h)
 	}
 	sbf(&js, ",\"clock_uncertainty_ns\":%" PRIu64 "}", h->unc);
 	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, js.len ? jbuf : NULL, tx.len ? tbuf : NULL);
+	if (c->o.pf) {
+		if (joined)
+			perfetto__record_host(c->o.pf, r, h->guest, h->guest_clock, &px);
+		else
+			perfetto__record(c->o.pf, r, h->guest, h->guest_clock);
+	}
 }
 
 /* Has every backend call of the request's submit found its host I/O? */

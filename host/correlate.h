@@ -22,12 +22,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "output.h"
+#include "perfetto.h"
 #include "qemu_event.h"
 #include "record.h"
 
 struct corr_opts {
 	struct output *out;	/* where the joined records go */
 	FILE *of;		/* events and the summary */
+	struct perfetto *pf;	/* joined records as Perfetto slices too; NULL: off */
 	bool json;
 	uint64_t hold_ns;	/* how long a guest request waits for its host side */
 };

@@ -169,6 +169,9 @@ static void on_kernel_record(void *ctx, const struct iot_record *r)
 	struct host *h = ctx;
 
 	corr_host_record(h->corr, r);
+	/* QEMU's own I/O, traced here: on the host's tracks as requests of their own. */
+	if (h->o->pf)
+		perfetto__record(h->o->pf, r, NULL, false);
 }
 
 static void on_qemu_event(void *ctx, const struct iot_qemu_event *e)
@@ -340,7 +343,7 @@ static int vm_of_guest(struct host *h, const char *id)
 static int qemu_layer_start(struct host *h)
 {
 	struct tracer_opts topts = { .sz = sizeof(topts) };
-	struct corr_opts copts = { .out = h->o->out, .of = h->o->of, .json = h->o->json };
+	struct corr_opts copts = { .out = h->o->out, .of = h->o->of, .json = h->o->json, .pf = h->o->pf };
 	char errbuf[256];
 	int r;
 
@@ -398,6 +401,8 @@ static void qemu_layer_pump(struct host *h, uint64_t now)
 		qemu_tracer__consume(h->qt[i]);
 	tracer__flush(h->kt);
 	corr_tick(h->corr, now);
+	if (h->o->pf)
+		perfetto__flush(h->o->pf);
 	if (!h->o->nqemu_pids && now >= h->next_scan_ns) {
 		vm_scan(h);
 		h->next_scan_ns = now + VM_SCAN_NS;
@@ -416,6 +421,8 @@ static void qemu_layer_stop(struct host *h)
 	if (h->kt)
 		tracer__flush(h->kt);
 	corr_flush(h->corr);
+	if (h->o->pf)
+		perfetto__flush(h->o->pf);
 	corr_get_stats(h->corr, &st);
 	for (int i = 0; i < h->nqt; i++)
 		if (!qemu_tracer__counters(h->qt[i], qc))
@@ -569,6 +576,8 @@ static int on_record(void *ctx, const struct iot_record *r0)
 		corr_guest_record(b->h->corr, b->c->vm_pid, b->c->id, !b->c->have_est, b->c->est.uncertainty_ns, &r);
 	else
 		output__record_src(b->h->o->out, &r, b->c->id, !b->c->have_est);
+	if (b->h->o->pf && !(b->h->corr && b->c->vm_pid))
+		perfetto__record(b->h->o->pf, &r, b->c->id, !b->c->have_est);
 	b->c->records++;
 	b->h->records++;
 	return 0;
@@ -652,6 +661,8 @@ static int on_batch(struct host *h, struct conn *c, const Iotracer__RecordBatch 
 			c->have_est = true;
 		}
 		bad = frame_batch_foreach(b, on_record, &bc);
+		if (h->o->pf)
+			perfetto__flush(h->o->pf);
 		if (bad > 0) {
 			c->invalid += bad;
 			h->invalid += bad;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include "addr.h"
 #include "output.h"
+#include "perfetto.h"
 
 #define HOST_LISTEN_MAX 32
 
@@ -17,6 +18,7 @@ struct host_opts {
 	bool json;
 	struct output *out;	/* records and the summary */
 	FILE *of;		/* where events go, next to the records */
+	struct perfetto *pf;	/* --perfetto: every guest request (and QEMU's own I/O); NULL: off */
 	double duration_s;	/* 0: until stop */
 	volatile sig_atomic_t *stop;
 	/* The qemu layer and the host kernel beneath QEMU (needs root). */

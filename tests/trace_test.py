@@ -540,14 +540,12 @@ def case_cli_errors(args):
         check(r.returncode == 1 and "root" in r.stderr, "unprivileged: rc %d %r" % (r.returncode, r.stderr))
 
 
-CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
-
-
-def main():
+def run_cases(cases):
+    """The command line of a test script whose cases are cases[NAME](args)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--iotracer", required=True)
     ap.add_argument("--iowork", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("case", choices=sorted(cases))
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("SKIP: loading BPF programs needs root, and this test runs as uid %d" % os.geteuid())
@@ -556,7 +554,7 @@ def main():
         print("SKIP: this kernel has no BTF")
         return SKIP
     try:
-        CASES[args.case](args)
+        cases[args.case](args)
     except Skip as e:
         print("SKIP: %s" % e)
         return SKIP
@@ -565,6 +563,10 @@ def main():
         return 1
     print("PASS: %s" % args.case)
     return 0
+
+
+def main():
+    return run_cases({n[5:]: f for n, f in globals().items() if n.startswith("case_")})
 
 
 if __name__ == "__main__":
