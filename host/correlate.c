@@ -37,6 +37,7 @@
 #define GROUP_BACK_MAX 8		/* backend calls one submit may make (qcow2 splits at clusters) */
 #define FDCACHE_MAX 256
 #define UNRESOLVED_MAX 1024		/* native backend calls whose disk sector is not known yet */
+#define PENDING_HOST_MAX 1024		/* host records that came before their backend call was read */
 #define NO_IDX (-1)
 
 /* VIRTIO_BLK_T_* */
@@ -133,6 +134,9 @@ struct corr {
 	struct held *h;
 	uint32_t hfirst, hcount;
 	struct fdent fds[FDCACHE_MAX];
+	struct iot_record *pending;	/* PENDING_HOST_MAX */
+	uint64_t pending_since[PENDING_HOST_MAX];
+	int npending;
 	int32_t unresolved[UNRESOLVED_MAX];
 	uint32_t unresolved_gen[UNRESOLVED_MAX];
 	int nunresolved;
@@ -234,7 +238,8 @@ struct corr *corr_new(const struct corr_opts *o)
 	c->q = calloc(QR_MAX, sizeof(*c->q));
 	c->b = calloc(BK_MAX, sizeof(*c->b));
 	c->h = calloc(HOLD_MAX, sizeof(*c->h));
-	if (!c->q || !c->b || !c->h) {
+	c->pending = calloc(PENDING_HOST_MAX, sizeof(*c->pending));
+	if (!c->q || !c->b || !c->h || !c->pending) {
 		corr_free(c);
 		return NULL;
 	}
@@ -255,6 +260,7 @@ void corr_free(struct corr *c)
 	free(c->q);
 	free(c->b);
 	free(c->h);
+	free(c->pending);
 	free(c);
 }
 
@@ -549,15 +555,61 @@ static void resolve_native(struct corr *c)
 
 static bool link_host_record(struct corr *c, const struct iot_record *r);
 
+/* Could r be I/O on an image QEMU's backend calls use? (Its console log, say, is not.) */
+static bool on_an_image(const struct corr *c, const struct iot_record *r)
+{
+	if (r->kind == IOT_KIND_AIO)
+		return true;
+	for (int i = 0; i < FDCACHE_MAX; i++)
+		if (c->fds[i].valid && c->fds[i].pid == r->pid && c->fds[i].ino == r->inode)
+			return true;
+	return false;
+}
+
+static bool try_link(struct corr *c, const struct iot_record *r)
+{
+	if (link_host_record(c, r))
+		return true;
+	if (r->kind == IOT_KIND_AIO && c->nunresolved) {
+		resolve_native(c);
+		return link_host_record(c, r);
+	}
+	return false;
+}
+
 void corr_host_record(struct corr *c, const struct iot_record *r)
 {
 	c->st.host_records++;
-	if (link_host_record(c, r))
+	if (try_link(c, r))
 		return;
-	if (r->kind == IOT_KIND_AIO && c->nunresolved) {
-		resolve_native(c);
-		link_host_record(c, r);
+	/*
+	 * The QEMU events are read before the host kernel's, but a fast I/O
+	 * can complete between the two reads: its backend call is then read
+	 * on the next round. Such records wait for it (bounded).
+	 */
+	if (on_an_image(c, r) && c->npending < PENDING_HOST_MAX) {
+		c->pending[c->npending] = *r;
+		c->pending_since[c->npending++] = 0;
 	}
+}
+
+/* Retries the waiting host records; those that waited hold_ns are given up. */
+static void retry_pending(struct corr *c, uint64_t now)
+{
+	int k = 0;
+
+	for (int i = 0; i < c->npending; i++) {
+		if (!c->pending_since[i])
+			c->pending_since[i] = now;
+		if (try_link(c, &c->pending[i]) || now - c->pending_since[i] >= c->o.hold_ns)
+			continue;
+		if (k != i) {
+			c->pending[k] = c->pending[i];
+			c->pending_since[k] = c->pending_since[i];
+		}
+		k++;
+	}
+	c->npending = k;
 }
 
 static bool link_host_record(struct corr *c, const struct iot_record *r)
@@ -898,6 +950,8 @@ static bool resolve(struct corr *c, struct held *h, uint64_t now)
 
 void corr_tick(struct corr *c, uint64_t now)
 {
+	if (c->npending && now != UINT64_MAX)
+		retry_pending(c, now);
 	while (c->hcount) {
 		struct held *h = &c->h[c->hfirst];
 

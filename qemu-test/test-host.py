@@ -31,6 +31,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qtest import Fail, build_guest, check, sections  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import perfetto_test  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = 12
@@ -141,6 +143,31 @@ def check_vm(name, secs, recs, vm, images):
     return total
 
 
+def check_trace(path, objs):
+    """In the Perfetto trace, each joined request is one flow: guest, QEMU, host I/O, back in the guest."""
+    try:
+        flows, _, _ = perfetto_test.analyse(perfetto_test.decode(path))
+    except perfetto_test.Fail as e:
+        raise Fail("Perfetto trace: %s" % e)
+    want = sum(1 for o in objs if o.get("type") == "io" and o.get("host", {}).get("host_io"))
+    good = 0
+    for sl in flows.values():
+        names = [perfetto_test.one(s[3], "name") for s in sl]
+        if "host_io" not in names:
+            continue
+        # The flow is in time order (the trace processor's rule). Guest and host times agree only
+        # within the clock's uncertainty (early on, before good samples, up to milliseconds), so the
+        # guest's and the host's slices may interleave; the flow must hold both sides.
+        host = ("kick_to_qemu", "qemu_to_host", "host_io")
+        check(all(n in names for n in host), "flow misses a host slice: %s" % names)
+        check(any(n in names for n in ("syscall", "block")) and any(n in names for n in ("irq", "completion")),
+              "flow misses the guest's side: %s" % names)
+        good += 1
+    check(good == want, "%d flows reach the host's QEMU and host I/O tracks, %d joined requests have host I/O"
+          % (good, want))
+    return good
+
+
 def check_refusal(iotracer, tmp):
     """A QEMU of a version not in the table: refused, clearly, never misread."""
     src = shutil.which("qemu-system-x86_64")
@@ -198,7 +225,9 @@ def main():
         images = [make_images(tmp, "vm1"), make_images(tmp, "vm2")]
         hout = open(os.path.join(tmp, "host.json"), "w")
         herr = open(os.path.join(tmp, "host.err"), "w+")
-        host = subprocess.Popen([iotracer, "--mode", "host", "--json", "--summary", "--requests", "--listen", "serial:" + socks[0],
+        trace = os.path.join(tmp, "host.pftrace")
+        host = subprocess.Popen([iotracer, "--mode", "host", "--json", "--summary", "--requests",
+                                 "--perfetto", trace, "--listen", "serial:" + socks[0],
                                  "--listen", "serial:" + socks[1]], stdout=hout, stderr=herr, text=True)
         deadline = time.time() + 60
         while time.time() < deadline and '"type":"listening"' not in open(hout.name).read():
@@ -234,6 +263,7 @@ def main():
             check(corr and corr[0]["no_qemu_request"] == 0 and corr[0]["key_disagrees"] == 0 and
                   corr[0]["no_vm"] == 0, "guest requests left unmatched: %s" % corr)
             check([o for o in objs if o.get("type") == "vm_summary"], "no guest-to-host summary")
+            flows_ok = check_trace(trace, objs)
             ver = check_refusal(iotracer, tmp)
         except Fail as e:
             print("FAIL: %s" % e)
@@ -241,8 +271,9 @@ def main():
             return 1
         c = corr[0]
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched on the "
-              "header address in its own VM, with its host I/O; %d uprobe hits for %d QEMU requests; QEMU %s "
-              "refused" % (total, c["uprobe_hits"], c["qemu_requests"], ver))
+              "header address in its own VM, with its host I/O; %d uprobe hits for %d QEMU requests; %d Perfetto "
+              "flows from guest through QEMU and host I/O back to the guest; QEMU %s refused"
+              % (total, c["uprobe_hits"], c["qemu_requests"], flows_ok, ver))
         return 0
     finally:
         if host and host.poll() is None:
