@@ -59,53 +59,70 @@ static int tcp_resolve(const struct iot_addr *a, bool passive, struct addrinfo *
 	return 0;
 }
 
-int chan_listen(const struct iot_addr *a, char *err, size_t errlen)
+/*
+ * The socket address of a unix, vsock or tcp address (a listener binds
+ * vsock to any CID and tcp passively). 0, or -errno with err set.
+ */
+static int sock_addr(const struct iot_addr *a, bool listener, struct sockaddr_storage *ss, socklen_t *sl,
+		     int *family, char *err, size_t errlen)
 {
-	struct sockaddr_storage ss = {};
-	socklen_t sl;
 	struct addrinfo *ai = NULL;
-	int fd, family, one = 1, r;
-	char name[300];
+	int r;
 
-	iot_addr_format(a, name, sizeof(name));
+	memset(ss, 0, sizeof(*ss));
 	switch (a->kind) {
-	case IOT_ADDR_UNIX: {
-		struct sockaddr_un *sa = (void *)&ss;
-		struct stat st;
-
-		unix_sa(a->path, sa);
-		sl = sizeof(*sa);
-		family = AF_UNIX;
-		/* A socket left by an earlier run is replaced; any other file is not ours to remove. */
-		if (!lstat(a->path, &st)) {
-			if (!S_ISSOCK(st.st_mode))
-				return fail(err, errlen, EEXIST, "cannot listen on %s: the path exists and is no socket", name);
-			unlink(a->path);
-		}
-		break;
-	}
+	case IOT_ADDR_UNIX:
+	case IOT_ADDR_SERIAL:
+		unix_sa(a->path, (void *)ss);
+		*sl = sizeof(struct sockaddr_un);
+		*family = AF_UNIX;
+		return 0;
 	case IOT_ADDR_VSOCK: {
-		struct sockaddr_vm *sa = (void *)&ss;
+		struct sockaddr_vm *sa = (void *)ss;
 
 		sa->svm_family = AF_VSOCK;
-		sa->svm_cid = VMADDR_CID_ANY;
+		sa->svm_cid = listener ? VMADDR_CID_ANY : a->cid;
 		sa->svm_port = a->port;
-		sl = sizeof(*sa);
-		family = AF_VSOCK;
-		break;
+		*sl = sizeof(*sa);
+		*family = AF_VSOCK;
+		return 0;
 	}
 	case IOT_ADDR_TCP:
-		r = tcp_resolve(a, true, &ai, err, errlen);
+		r = tcp_resolve(a, listener, &ai, err, errlen);
 		if (r)
 			return r;
-		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-		sl = ai->ai_addrlen;
-		family = ai->ai_family;
+		memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+		*sl = ai->ai_addrlen;
+		*family = ai->ai_family;
 		freeaddrinfo(ai);
-		break;
+		return 0;
 	default:
+		snprintf(err, errlen, "bad address kind");
+		return -EINVAL;
+	}
+}
+
+int chan_listen(const struct iot_addr *a, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd, family, one = 1, r;
+	char name[300];
+	struct stat st;
+
+	iot_addr_format(a, name, sizeof(name));
+	if (a->kind == IOT_ADDR_SERIAL) {
 		snprintf(err, errlen, "cannot listen on %s: a serial port is connected to, not listened on", name);
 		return -EINVAL;
+	}
+	r = sock_addr(a, true, &ss, &sl, &family, err, errlen);
+	if (r)
+		return r;
+	/* A socket left by an earlier run is replaced; any other file is not ours to remove. */
+	if (a->kind == IOT_ADDR_UNIX && !lstat(a->path, &st)) {
+		if (!S_ISSOCK(st.st_mode))
+			return fail(err, errlen, EEXIST, "cannot listen on %s: the path exists and is no socket", name);
+		unlink(a->path);
 	}
 	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -130,16 +147,14 @@ int chan_listen(const struct iot_addr *a, char *err, size_t errlen)
 
 int chan_connect(const struct iot_addr *a, bool *in_progress, char *err, size_t errlen)
 {
-	struct sockaddr_storage ss = {};
-	struct addrinfo *ai = NULL;
+	struct sockaddr_storage ss;
 	socklen_t sl;
 	int fd, family, r;
 	char name[300];
 
 	*in_progress = false;
 	iot_addr_format(a, name, sizeof(name));
-	switch (a->kind) {
-	case IOT_ADDR_SERIAL: {
+	if (a->kind == IOT_ADDR_SERIAL) {
 		struct stat st;
 
 		/* In a guest a character device; on the host the unix socket QEMU serves. */
@@ -151,37 +166,11 @@ int chan_connect(const struct iot_addr *a, bool *in_progress, char *err, size_t 
 				return fail(err, errlen, errno, "cannot open %s", name);
 			return fd;
 		}
-		/* A socket path: connect to it like unix:. */
-		__attribute__((fallthrough));
+		/* A socket path: connected to like unix:. */
 	}
-	case IOT_ADDR_UNIX:
-		unix_sa(a->path, (void *)&ss);
-		sl = sizeof(struct sockaddr_un);
-		family = AF_UNIX;
-		break;
-	case IOT_ADDR_VSOCK: {
-		struct sockaddr_vm *sa = (void *)&ss;
-
-		sa->svm_family = AF_VSOCK;
-		sa->svm_cid = a->cid;
-		sa->svm_port = a->port;
-		sl = sizeof(*sa);
-		family = AF_VSOCK;
-		break;
-	}
-	case IOT_ADDR_TCP:
-		r = tcp_resolve(a, false, &ai, err, errlen);
-		if (r)
-			return r;
-		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-		sl = ai->ai_addrlen;
-		family = ai->ai_family;
-		freeaddrinfo(ai);
-		break;
-	default:
-		snprintf(err, errlen, "bad address kind");
-		return -EINVAL;
-	}
+	r = sock_addr(a, false, &ss, &sl, &family, err, errlen);
+	if (r)
+		return r;
 	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		r = errno;
@@ -426,5 +415,29 @@ int chan_tx_flush(struct chan_tx *tx, int fd)
 		tx->off += n;
 	}
 	tx->len = tx->off = 0;
+	return 0;
+}
+
+int chan_hello_bytes(Iotracer__Hello *h, uint8_t **ret, size_t *ret_len)
+{
+	Iotracer__Frame f = IOTRACER__FRAME__INIT;
+	size_t n, got;
+	uint8_t *b;
+	int r;
+
+	f.msg_case = IOTRACER__FRAME__MSG_HELLO;
+	f.hello = h;
+	n = IOT_CHAN_MAGIC_LEN + IOT_FRAME_HDR + iotracer__frame__get_packed_size(&f);
+	b = malloc(n);
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, IOT_CHAN_MAGIC, IOT_CHAN_MAGIC_LEN);
+	r = frame_encode(&f, b + IOT_CHAN_MAGIC_LEN, n - IOT_CHAN_MAGIC_LEN, &got);
+	if (r) {
+		free(b);
+		return r;
+	}
+	*ret = b;
+	*ret_len = IOT_CHAN_MAGIC_LEN + got;
 	return 0;
 }

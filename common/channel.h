@@ -70,6 +70,12 @@ int chan_tx_frame(struct chan_tx *tx, const Iotracer__Frame *f);
 /* Writes what the fd takes now: 0 (all or part written, or EAGAIN) or -errno. */
 int chan_tx_flush(struct chan_tx *tx, int fd);
 
+/*
+ * What each side sends first on every connection: the preamble and its
+ * Hello frame, in a buffer to free(). 0 or -errno.
+ */
+int chan_hello_bytes(Iotracer__Hello *h, uint8_t **ret, size_t *ret_len);
+
 /* CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads. */
 uint64_t chan_now_ns(void);
 

@@ -150,16 +150,13 @@ static uint32_t count_queues(const char *disk)
 /* Our Hello, preceded by the preamble: built once, sent on every connection. */
 static int build_hello(struct guest *g)
 {
-	Iotracer__Frame f = IOTRACER__FRAME__INIT;
 	Iotracer__Hello h = IOTRACER__HELLO__INIT;
 	static struct disk_set ds;
 	Iotracer__Disk disks[DISKS_MAX], *dp[DISKS_MAX];
 	char serial[DISKS_MAX][64], machine_id[64] = "", size[32];
 	struct utsname u;
 	uint64_t session = 0;
-	size_t n;
 	FILE *mf;
-	int r;
 
 	uname(&u);
 	mf = fopen("/etc/machine-id", "re");
@@ -193,16 +190,7 @@ static int build_hello(struct guest *g)
 	}
 	h.n_disks = ds.n;
 	h.disks = dp;
-	f.msg_case = IOTRACER__FRAME__MSG_HELLO;
-	f.hello = &h;
-	n = IOT_CHAN_MAGIC_LEN + IOT_FRAME_HDR + iotracer__frame__get_packed_size(&f);
-	g->hello = malloc(n);
-	if (!g->hello)
-		return -ENOMEM;
-	memcpy(g->hello, IOT_CHAN_MAGIC, IOT_CHAN_MAGIC_LEN);
-	r = frame_encode(&f, g->hello + IOT_CHAN_MAGIC_LEN, n - IOT_CHAN_MAGIC_LEN, &n);
-	g->hello_len = n + IOT_CHAN_MAGIC_LEN;
-	return r;
+	return chan_hello_bytes(&h, &g->hello, &g->hello_len);
 }
 
 struct guest *guest_new(const struct guest_opts *o, char *err, size_t errlen)

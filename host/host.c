@@ -139,27 +139,15 @@ static void event_close(FILE *f)
 
 static int build_hello(struct host *h)
 {
-	Iotracer__Frame f = IOTRACER__FRAME__INIT;
 	Iotracer__Hello m = IOTRACER__HELLO__INIT;
 	struct utsname u;
-	size_t n;
-	int r;
 
 	uname(&u);
 	m.protocol_version = IOT_PROTO_VERSION;
 	m.hostname = u.nodename;
 	m.kernel = u.release;
 	m.max_frame_bytes = IOT_FRAME_MAX_DEFAULT;
-	f.msg_case = IOTRACER__FRAME__MSG_HELLO;
-	f.hello = &m;
-	n = IOT_CHAN_MAGIC_LEN + IOT_FRAME_HDR + iotracer__frame__get_packed_size(&f);
-	h->hello = malloc(n);
-	if (!h->hello)
-		return -ENOMEM;
-	memcpy(h->hello, IOT_CHAN_MAGIC, IOT_CHAN_MAGIC_LEN);
-	r = frame_encode(&f, h->hello + IOT_CHAN_MAGIC_LEN, n - IOT_CHAN_MAGIC_LEN, &n);
-	h->hello_len = n + IOT_CHAN_MAGIC_LEN;
-	return r;
+	return chan_hello_bytes(&m, &h->hello, &h->hello_len);
 }
 
 /* ---- the qemu layer: QEMU processes, their uprobes, the host kernel beneath them ---- */
