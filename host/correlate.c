@@ -38,6 +38,7 @@
 #define FDCACHE_MAX 256
 #define UNRESOLVED_MAX 1024		/* native backend calls whose disk sector is not known yet */
 #define PENDING_HOST_MAX 1024		/* host records that came before their backend call was read */
+#define IMAGES_MAX 64			/* files QEMU's backend calls were seen on */
 #define NO_IDX (-1)
 
 /* VIRTIO_BLK_T_* */
@@ -134,6 +135,11 @@ struct corr {
 	struct held *h;
 	uint32_t hfirst, hcount;
 	struct fdent fds[FDCACHE_MAX];
+	struct {
+		uint32_t pid;
+		uint64_t ino;
+	} images[IMAGES_MAX];
+	int nimages;
 	struct iot_record *pending;	/* PENDING_HOST_MAX */
 	uint64_t pending_since[PENDING_HOST_MAX];
 	int npending;
@@ -431,6 +437,18 @@ static uint32_t backend_op(uint32_t type)
 		: type & QAIO_FLUSH ? IOT_OP_FSYNC : IOT_OP_OTHER;
 }
 
+/* Remembers a file QEMU does its block I/O on. */
+static void note_image(struct corr *c, uint32_t pid, uint64_t ino)
+{
+	for (int i = 0; i < c->nimages; i++)
+		if (c->images[i].pid == pid && c->images[i].ino == ino)
+			return;
+	if (c->nimages < IMAGES_MAX) {
+		c->images[c->nimages].pid = pid;
+		c->images[c->nimages++].ino = ino;
+	}
+}
+
 static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 {
 	int32_t qi = NO_IDX, bi;
@@ -476,6 +494,7 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 	b->op = backend_op(e->op);
 	b->ino = f->ino;
 	b->dev = f->disk;
+	note_image(c, e->pid, f->ino);
 	b->offset = b->op == IOT_OP_FSYNC ? 0 : e->offset;
 	b->bytes = e->bytes;
 	b->ts = e->ts;
@@ -560,8 +579,10 @@ static bool on_an_image(const struct corr *c, const struct iot_record *r)
 {
 	if (r->kind == IOT_KIND_AIO)
 		return true;
-	for (int i = 0; i < FDCACHE_MAX; i++)
-		if (c->fds[i].valid && c->fds[i].pid == r->pid && c->fds[i].ino == r->inode)
+	if (r->op != IOT_OP_READ && r->op != IOT_OP_WRITE && r->op != IOT_OP_FSYNC)
+		return false;
+	for (int i = 0; i < c->nimages; i++)
+		if (c->images[i].pid == r->pid && c->images[i].ino == r->inode)
 			return true;
 	return false;
 }
@@ -741,6 +762,8 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 	return by_gpa ? CORR_MATCHED_GPA : CORR_MATCHED_SECTOR;
 }
 
+static void force_oldest(struct corr *c, enum corr_reason why);
+
 void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest_clock, uint64_t unc_ns,
 		       const struct iot_record *r)
 {
@@ -748,7 +771,7 @@ void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest
 
 	if (c->hcount == HOLD_MAX) {
 		/* The oldest waits no longer. */
-		corr_tick(c, UINT64_MAX);
+		force_oldest(c, CORR_HOLD_FULL);
 	}
 	h = &c->h[(c->hfirst + c->hcount++) & (HOLD_MAX - 1)];
 	memset(h, 0, sizeof(*h));
@@ -948,33 +971,41 @@ static bool resolve(struct corr *c, struct held *h, uint64_t now)
 	return h->q == NO_IDX || timed_out || host_side_done(c, h);
 }
 
+static void pop_held(struct corr *c)
+{
+	emit(c, &c->h[c->hfirst]);
+	c->hfirst = (c->hfirst + 1) & (HOLD_MAX - 1);
+	c->hcount--;
+}
+
+/*
+ * Writes out the oldest held record now, decided with what is known; one
+ * still without its QEMU request is unmatched for the reason given.
+ */
+static void force_oldest(struct corr *c, enum corr_reason why)
+{
+	struct held *h = &c->h[c->hfirst];
+
+	if (!h->arrival)
+		h->arrival = 1;
+	resolve(c, h, UINT64_MAX - 1);
+	if (h->reason == CORR_NO_QEMU_REQ)
+		h->reason = why;
+	pop_held(c);
+}
+
 void corr_tick(struct corr *c, uint64_t now)
 {
-	if (c->npending && now != UINT64_MAX)
+	if (c->npending)
 		retry_pending(c, now);
-	while (c->hcount) {
-		struct held *h = &c->h[c->hfirst];
-
-		if (now == UINT64_MAX) {
-			/* Forced out (the window is full, or exit): decide with what is known. */
-			if (!h->arrival)
-				h->arrival = 1;
-			resolve(c, h, UINT64_MAX - 1);
-		} else if (!resolve(c, h, now)) {
-			break;
-		}
-		emit(c, h);
-		c->hfirst = (c->hfirst + 1) & (HOLD_MAX - 1);
-		c->hcount--;
-		if (now == UINT64_MAX && c->hcount < HOLD_MAX)
-			break;
-	}
+	while (c->hcount && resolve(c, &c->h[c->hfirst], now))
+		pop_held(c);
 }
 
 void corr_flush(struct corr *c)
 {
 	while (c->hcount)
-		corr_tick(c, UINT64_MAX);
+		force_oldest(c, CORR_NO_QEMU_REQ);
 }
 
 void corr_get_stats(const struct corr *c, struct corr_stats *ret)

@@ -67,7 +67,7 @@ struct conn {
 	struct clock_estimate est;
 	bool have_est;
 	uint64_t rx_ns;
-	uint64_t frames, batches, records, dups, invalid, unsynced;
+	uint64_t frames, records, dups, invalid, unsynced;
 	int vm_pid;			/* the QEMU serving this guest, when the transport tells */
 };
 
@@ -631,7 +631,6 @@ static int on_batch(struct host *h, struct conn *c, const Iotracer__RecordBatch 
 	struct batch_ctx bc = { h, c };
 	int bad;
 
-	c->batches++;
 	if (b->seq && b->seq <= c->sess->last_seq) {
 		/* Sent again after a reconnection; we have it. */
 		c->dups += b->n_records;
