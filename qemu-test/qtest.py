@@ -1,6 +1,7 @@
 """Helpers shared by the qemu-test scripts (test-*.py)."""
 import os
 import subprocess
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -31,3 +32,19 @@ def build_guest(build, iotracer, iowork):
     b = subprocess.run([os.path.join(HERE, "build-guest.sh"), build, iotracer, iowork], capture_output=True,
                        text=True)
     return None if b.returncode == 0 else b.stdout + b.stderr
+
+
+def guest_args(doc):
+    """The command line BUILD_DIR IOTRACER IOWORK of a test script, with its guest built.
+
+    Returns (build, iotracer, iowork), or the exit code to return (2 usage, 1 build failed)."""
+    if len(sys.argv) != 4:
+        print(doc)
+        return 2
+    build, iotracer, iowork = sys.argv[1:]
+    err = build_guest(build, iotracer, iowork)
+    if err:
+        print(err)
+        print("FAIL: building the guest failed")
+        return 1
+    return build, iotracer, iowork

@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qtest import Fail, build_guest, check, sections  # noqa: E402
+from qtest import Fail, check, guest_args, sections  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COUNT = 12
@@ -108,15 +108,10 @@ def keys(recs):
 
 
 def main():
-    if len(sys.argv) != 4:
-        print(__doc__)
-        return 2
-    build, iotracer, iowork = sys.argv[1:]
-    err = build_guest(build, iotracer, iowork)
-    if err:
-        print(err)
-        print("FAIL: building the guest failed")
-        return 1
+    args = guest_args(__doc__)
+    if isinstance(args, int):
+        return args
+    build, iotracer, iowork = args
     notes = []
     with tempfile.TemporaryDirectory(prefix="iotracer-chan-") as tmp:
         sock = os.path.join(tmp, "serial.sock")

@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qtest import Fail, build_guest, check, sections  # noqa: E402
+from qtest import Fail, check, guest_args, sections  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import perfetto_test  # noqa: E402
 
@@ -206,18 +206,13 @@ def check_refusal(iotracer, tmp):
 
 
 def main():
-    if len(sys.argv) != 4:
-        print(__doc__)
-        return 2
-    build, iotracer, iowork = sys.argv[1:]
     if os.geteuid() != 0:
         print("SKIP: host mode loads BPF programs: needs root")
         return 77
-    err = build_guest(build, iotracer, iowork)
-    if err:
-        print(err)
-        print("FAIL: building the guest failed")
-        return 1
+    args = guest_args(__doc__)
+    if isinstance(args, int):
+        return args
+    build, iotracer, iowork = args
     tmp = tempfile.mkdtemp(prefix="iotracer-host-", dir="/var/tmp")
     host = None
     try:

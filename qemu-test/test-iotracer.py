@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qtest import Fail, build_guest, check, sections  # noqa: E402
+from qtest import Fail, check, guest_args, sections  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TS_ORDER = ["syscall_enter", "uring_submit", "uring_async", "uring_poll", "fs", "pagecache",
@@ -199,15 +199,10 @@ def check_disk(label, disk, driver, ops, recs):
 
 
 def main():
-    if len(sys.argv) != 4:
-        print(__doc__)
-        return 2
-    build, iotracer, iowork = sys.argv[1:]
-    err = build_guest(build, iotracer, iowork)
-    if err:
-        print(err)
-        print("FAIL: building the guest failed")
-        return 1
+    args = guest_args(__doc__)
+    if isinstance(args, int):
+        return args
+    build, iotracer, iowork = args
     with tempfile.TemporaryDirectory(prefix="iotracer-qemu-") as tmp:
         cmd = [os.path.join(HERE, "run-guest.sh"), "--build-dir", build, "--timeout", "600"]
         for name, _, fmt, iface in DISKS:

@@ -8,7 +8,6 @@ or malicious guest could. Each case holds the host's output against what
 the workloads issued, request by request. Exit 0 pass, 1 fail, 77 skip.
 """
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -18,8 +17,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trace_test import (SKIP, Fail, Skip, check, finish_workload, kdev_of, loop_device,  # noqa: E402
-                        same_requests, start_workload)
+from trace_test import (SKIP, Fail, Skip, check, finish_workload, json_lines, kdev_of,  # noqa: E402
+                        loop_device, same_requests, start_workload)
 
 
 class Agent:
@@ -43,13 +42,7 @@ class Agent:
         return self.errf.read()
 
     def objects(self):
-        out = []
-        for line in list(self.lines):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise Fail("%s wrote a line that is not JSON: %r (%s)" % (self.name, line, e))
-        return out
+        return json_lines(self.lines, self.name)
 
     def events(self, **match):
         return [o for o in self.objects() if all(o.get(k) == v for k, v in match.items())]

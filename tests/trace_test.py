@@ -42,6 +42,17 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
+def json_lines(lines, who):
+    """The objects of a JSON-lines output; a line that is not JSON fails the test."""
+    out = []
+    for line in list(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise Fail("%s wrote a line that is not JSON: %r (%s)" % (who, line, e))
+    return out
+
+
 class Tracer:
     """The real iotracer binary, JSON on stdout, read by a thread."""
 
@@ -71,13 +82,7 @@ class Tracer:
         return {o["layer"]: o for o in self.objects() if o.get("type") == "layer"}
 
     def objects(self):
-        out = []
-        for l in list(self.lines):
-            try:
-                out.append(json.loads(l))
-            except json.JSONDecodeError as e:
-                raise Fail("iotracer wrote a line that is not JSON: %r (%s)" % (l, e))
-        return out
+        return json_lines(self.lines, "iotracer")
 
     def stop(self):
         # Records are emitted when a request completes and read every 100 ms.
