@@ -21,6 +21,7 @@
 #include <sys/utsname.h>
 #include <bpf/libbpf.h>
 #include "addr.h"
+#include "aio.h"
 #include "disks.h"
 #include "names.h"
 #include "output.h"
@@ -55,6 +56,7 @@ static const char usage_text[] =
 "Usage: iotracer [--mode standalone] [OPTIONS]\n"
 "       iotracer --mode guest [--connect ADDR] [FILTERS] [--queue-kb KB]\n"
 "       iotracer --mode host [--listen ADDR]... [OUTPUT OPTIONS]\n"
+"       iotracer aio [--json] (--pid PID | -- aiobench ARGS...)\n"
 "Trace every I/O request on this machine from the system call through the file\n"
 "system, page cache, block layer and driver, and show where its time went.\n"
 "\n"
@@ -68,6 +70,9 @@ static const char usage_text[] =
 "                      process (uprobes) and the host kernel beneath it, and\n"
 "                      print each guest request joined to the QEMU request\n"
 "                      and host I/O that served it, on this machine's clock\n"
+"  aio (--mode aio)    measure an aiobench run through its USDT probes: submit,\n"
+"                      poll and clear cost per async I/O interface, and what\n"
+"                      the kernel did for it (iotracer aio --help)\n"
 "\n"
 "Guest and host (docs/channel.md):\n"
 "      --connect ADDR     guest: where the host agent is (default vsock:2:5470)\n"
@@ -376,6 +381,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!strcmp(c->mode, "aio"))
+		die_usage("--mode aio has options of its own and comes first: iotracer aio --help");
 	if (strcmp(c->mode, "standalone") && strcmp(c->mode, "guest") && strcmp(c->mode, "host"))
 		die_usage("--mode: unknown mode '%s' (standalone, guest, host)", c->mode);
 	c->has_filter = c->topts.pid || c->topts.tid || c->topts.comm || c->topts.cgroup_id || c->topts.dev ||
@@ -648,6 +655,13 @@ int main(int argc, char **argv)
 	bool tty;
 	int err, pfd = -1;
 
+	/* The async I/O report has options of its own. */
+	if (argc > 1 && !strcmp(argv[1], "aio"))
+		return aio_main(argc - 1, argv + 1);
+	if (argc > 2 && !strcmp(argv[1], "--mode") && !strcmp(argv[2], "aio"))
+		return aio_main(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "--mode=aio"))
+		return aio_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &c);
 	/* A peer gone away shows up as an error from write(), not as a signal. */
 	signal(SIGPIPE, SIG_IGN);

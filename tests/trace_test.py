@@ -545,11 +545,13 @@ def case_cli_errors(args):
         check(r.returncode == 1 and "root" in r.stderr, "unprivileged: rc %d %r" % (r.returncode, r.stderr))
 
 
-def run_cases(cases):
-    """The command line of a test script whose cases are cases[NAME](args)."""
+def run_cases(cases, extra_args=()):
+    """The command line of a test script whose cases are cases[NAME](args); extra_args: more --PATH options."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--iotracer", required=True)
     ap.add_argument("--iowork", required=True)
+    for a in extra_args:
+        ap.add_argument(a, required=True)
     ap.add_argument("case", choices=sorted(cases))
     args = ap.parse_args()
     if os.geteuid() != 0:
