@@ -49,6 +49,7 @@ const volatile __u8 irq_on = 0;
 const volatile __u8 emit_records = 1;		/* per-request records to user space */
 const volatile __u8 kernel_hist = 0;		/* or: aggregate into histograms here */
 const volatile __u8 uring_on = 0;		/* io_uring layer: look up the current request */
+const volatile __u8 uring_reap_on = 0;		/* emit IOT_KIND_URING_REAP when a CQ head moves */
 const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 const volatile __u8 vq_key_on = 0;		/* virtio: note each request's virtio header GPA */
 const volatile __u64 page_offset_base_addr = 0;	/* &page_offset_base from kallsyms, 0 = not exported */
@@ -152,6 +153,46 @@ struct {
 	__type(key, __u64);
 	__type(value, struct iot_record);
 } urings SEC(".maps");
+
+/* Rings of traced processes: the CQ head last seen, for reap records. */
+struct ring_head {
+	__u32 head;
+	__u32 pid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct ring_head);
+} ring_heads SEC(".maps");
+
+/*
+ * Link chains: head -> newest member, and member -> head. The tracepoint
+ * names the chain's head on some kernels and its last member on others;
+ * these turn either into "the one before".
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} link_last SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} link_head SEC(".maps");
+
+/* Link chains: member -> the member after it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} link_next SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -1507,6 +1548,49 @@ static __always_inline __u16 uring_op(__u8 opcode, bool *ret_rw)
 	}
 }
 
+/*
+ * The program reaps CQEs by moving the CQ head in shared memory, which no
+ * hook sees; the head is read whenever the ring is touched (submit,
+ * completion, a wait), so a reap is seen no later than the next of those.
+ */
+static __always_inline void uring_observe(struct io_ring_ctx *ctx)
+{
+	__u64 key = (__u64)ctx;
+	struct ring_head *h;
+	struct iot_record *r;
+	__u32 head, old;
+
+	if (!uring_reap_on)
+		return;
+	h = bpf_map_lookup_elem(&ring_heads, &key);
+	if (!h)
+		return;
+	head = BPF_CORE_READ(ctx, rings, cq.head);
+	old = h->head;
+	if (head == old)
+		return;
+	h->head = head;
+	r = scratch_rec();
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = IOT_KIND_URING_REAP;
+	r->pid = h->pid;
+	r->tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->uring_ctx = key;
+	r->cqe_seq = head;
+	r->offset = old;
+	r->sector = IOT_UNKNOWN_U64;
+	r->ts[IOT_TS_URING_COMPLETE] = bpf_ktime_get_ns();
+	if (!emit_records)
+		return;
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+		count(IOT_CNT_LOST);
+	else
+		count(IOT_CNT_EMITTED);
+}
+
 static __always_inline void on_uring_submit(struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
@@ -1514,10 +1598,11 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	__u8 opcode = BPF_CORE_READ(req, opcode);
 	struct iot_thread *t;
 	struct iot_record *r;
+	struct io_ring_ctx *ring;
 	char comm[IOT_COMM_LEN];
 	bool rw;
 	__u16 op = uring_op(opcode, &rw);
-	__u64 cgid;
+	__u64 cgid, rflags;
 
 	if (op == IOT_OP_NONE || pid == self_pid)
 		return;
@@ -1526,6 +1611,17 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	if (!task_matches(pid, tid, comm, cgid)) {
 		count(IOT_CNT_FILTERED);
 		return;
+	}
+	ring = BPF_CORE_READ(req, ctx);
+	if (uring_reap_on) {
+		__u64 rkey = (__u64)ring;
+
+		if (!bpf_map_lookup_elem(&ring_heads, &rkey)) {
+			struct ring_head h = { .head = BPF_CORE_READ(ring, rings, cq.head), .pid = pid };
+
+			bpf_map_update_elem(&ring_heads, &rkey, &h, BPF_NOEXIST);
+		}
+		uring_observe(ring);
 	}
 	if (sampled_out())
 		return;
@@ -1543,6 +1639,12 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	r->sector = IOT_UNKNOWN_U64;
 	r->offset = IOT_UNKNOWN_U64;
 	r->user_data = BPF_CORE_READ(req, cqe.user_data);
+	r->uring_ctx = (__u64)ring;
+	r->uring_req = key;
+	/* REQ_F_LINK and REQ_F_HARDLINK share IOSQE_IO_LINK's and IOSQE_IO_HARDLINK's bits. */
+	rflags = BPF_CORE_READ(req, flags);
+	if (rflags & (1u << 2 | 1u << 3))
+		r->flags |= IOT_F_URING_LINK;
 	if (rw) {
 		/* io_rw sits at the start of the request; prep already filled it. */
 		struct io_rw *io = (struct io_rw *)req;
@@ -1555,7 +1657,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	if (t)
 		r->ts[IOT_TS_SYSCALL_ENTER] = t->rec.ts[IOT_TS_SYSCALL_ENTER];
 	r->ts[IOT_TS_URING_SUBMIT] = bpf_ktime_get_ns();
-	r->flags = IOT_F_URING_INLINE;
+	r->flags |= IOT_F_URING_INLINE;
 	if (bpf_map_update_elem(&urings, &key, r, BPF_ANY)) {
 		count(IOT_CNT_STATE_FULL);
 		return;
@@ -1570,6 +1672,18 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 
 	if (!r)
 		return;
+	/*
+	 * A linked request is handed to task work when the one before it
+	 * completes: that releases it, it does not complete it.
+	 */
+	if (slot == IOT_TS_URING_TASKWORK && r->uring_link && !r->ts[IOT_TS_BIO_QUEUE] &&
+	    !r->ts[IOT_TS_FS] && !r->ts[IOT_TS_URING_ASYNC]) {
+		/* Its task work runs on the submitting thread and issues it there. */
+		__u32 tid = r->tid;
+
+		bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+		return;
+	}
 	if (slot >= 0 && slot < IOT_TS_MAX && !r->ts[slot])
 		r->ts[slot] = bpf_ktime_get_ns();
 	r->flags |= flag;
@@ -1579,13 +1693,25 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 
 static __always_inline void on_uring_complete(struct io_kiocb *req)
 {
-	__u64 key = (__u64)req;
+	__u64 key = (__u64)req, id = bpf_get_current_pid_tgid();
 	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	struct io_ring_ctx *ring;
 	__s32 res;
 
 	if (!r)
 		return;
 	r->ts[IOT_TS_URING_COMPLETE] = bpf_ktime_get_ns();
+	ring = BPF_CORE_READ(req, ctx);
+	/* The CQE is in the ring by now (6.x fills it before the tracepoint): reaped once the head passes. */
+	r->cqe_seq = BPF_CORE_READ(ring, cached_cq_tail);
+	/* Posted by an io-wq worker of the process: the worker ran the request. */
+	if ((__u32)id != r->tid && r->actor_tid == r->tid) {
+		char c[8];
+
+		bpf_get_current_comm(c, sizeof(c));
+		if (c[0] == 'i' && c[1] == 'o' && c[2] == 'u' && c[3] == '-' && c[4] == 'w')
+			r->actor_tid = (__u32)id;
+	}
 	res = BPF_CORE_READ(req, cqe.res);
 	r->result = res;
 	if (!r->inode) {
@@ -1601,20 +1727,65 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 		bpf_map_delete_elem(&urings, &key);
 		return;
 	}
+	if (r->flags & IOT_F_URING_LINK) {
+		/* Its completion releases the next of its chain, issued on this thread. */
+		__u64 *next = bpf_map_lookup_elem(&link_next, &key);
+
+		if (next) {
+			__u32 tid = (__u32)id;
+
+			bpf_map_update_elem(&cur_req, &tid, next, BPF_ANY);
+			bpf_map_delete_elem(&link_next, &key);
+		}
+	}
 	emit(r);
 	bpf_map_delete_elem(&urings, &key);
+	bpf_map_delete_elem(&link_last, &key);
+	bpf_map_delete_elem(&link_head, &key);
+	uring_observe(ring);
+}
+
+/* A request linked after another (IOSQE_IO_LINK): it runs once that one completes. */
+static __always_inline void on_uring_link(struct io_kiocb *req, struct io_kiocb *target)
+{
+	__u64 key = (__u64)req, head = (__u64)target, *v;
+	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+
+	if (!r)
+		return;
+	v = bpf_map_lookup_elem(&link_head, &head);
+	if (v)
+		head = *v;
+	v = bpf_map_lookup_elem(&link_last, &head);
+	r->uring_link = v ? *v : head;
+	bpf_map_update_elem(&link_next, &r->uring_link, &key, BPF_ANY);
+	bpf_map_update_elem(&link_last, &head, &key, BPF_ANY);
+	bpf_map_update_elem(&link_head, &key, &head, BPF_ANY);
+	/* The chain's last member: the kernel issues the head now, on this thread. */
+	if (!(r->flags & IOT_F_URING_LINK)) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&cur_req, &tid, &head, BPF_ANY);
+	}
 }
 
 /* An io-wq worker or any thread entering a file's direct I/O for a known request links its bios. */
 static __always_inline void on_dio_begin(struct kiocb *iocb)
 {
 	__u64 key = (__u64)iocb;
+	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
 	__u32 tid;
 
-	if (!bpf_map_lookup_elem(&urings, &key))
+	if (!r)
 		return;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+	/* An io-wq worker running a punted request. */
+	if (tid != r->tid && (r->flags & IOT_F_URING_PUNTED))
+		r->actor_tid = tid;
+	/* The file system's entry; the fs program on this tracepoint may have run before the link. */
+	if (!r->ts[IOT_TS_FS])
+		r->ts[IOT_TS_FS] = bpf_ktime_get_ns();
 }
 
 TP2_NN(io_uring_submit_req, req, on_uring_submit(req), struct io_kiocb *req)
@@ -1624,6 +1795,20 @@ TP2_NN(io_uring_queue_async_work, req, uring_stamp(req, IOT_TS_URING_ASYNC, IOT_
 TP2_NN(io_uring_poll_arm, req, uring_stamp(req, IOT_TS_URING_POLL, IOT_F_URING_POLLED), struct io_kiocb *req)
 TP2_NN(io_uring_task_add, req, uring_stamp(req, IOT_TS_URING_TASKWORK, 0), struct io_kiocb *req)
 TP2_NN(io_uring_complete, req, on_uring_complete(req), void *ring, struct io_kiocb *req)
+TP2_NN(io_uring_link, req, on_uring_link(req, target), struct io_kiocb *req, struct io_kiocb *target)
+/*
+ * A thread about to wait for CQEs is done issuing what it submitted: block
+ * I/O it starts from here on (task work) is not the last submitted request's.
+ */
+static __always_inline void on_cqring_wait(struct io_ring_ctx *ring)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&cur_req, &tid);
+	uring_observe(ring);
+}
+
+TP2_NN(io_uring_cqring_wait, ring, on_cqring_wait(ring), struct io_ring_ctx *ring, int min_events)
 /* iomap direct I/O also links io-wq work to its request (kiocb == io_kiocb start). */
 SEC("tp_btf/iomap_dio_rw_begin")
 int BPF_PROG(btf_uring_dio_begin, struct kiocb *iocb) { if (iocb) on_dio_begin(iocb); return 0; }

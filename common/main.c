@@ -456,7 +456,9 @@ static void on_record(void *ctx, const struct iot_record *rec)
 {
 	struct sinks *s = ctx;
 
-	output__record(s->out, rec);
+	/* A reap is not a request: only the trace draws it. */
+	if (rec->kind != IOT_KIND_URING_REAP)
+		output__record(s->out, rec);
 	if (s->pf)
 		perfetto__record(s->pf, rec, NULL, false);
 }
@@ -699,6 +701,7 @@ int main(int argc, char **argv)
 	oopts.t0_ns = now_ns();
 	out = output__new(&oopts);
 	if (c.perfetto_path && !c.list_layers) {
+		c.topts.uring_reap = 1;
 		sinks.pf = perfetto_open(c.perfetto_path, NULL, &pfd);
 		if (!sinks.pf) {
 			err = -EIO;

@@ -12,6 +12,7 @@
  * file whole: the file is a valid Trace at every write.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,11 @@
 #define MACHINES_MAX 16
 #define LANES_MAX 64			/* lanes per layer per machine */
 #define ANN_MAX 20
+#define RINGS_MAX 16			/* io_uring rings with lanes remembered */
+#define RING_WORKERS 8			/* io-worker tracks per ring */
+#define REAP_IDS 256			/* reap flows ended per packet */
+#define REAP_MAX 4096			/* CQEs one reap record may end flows for */
+#define LINKS_BITS 8			/* linked requests awaiting their successor's record */
 #define SLICES_MAX (IOT_TS_MAX + 2 + PERFETTO_HOST_IO_MAX)
 
 typedef Perfetto__Protos__TracePacket Packet;
@@ -49,6 +55,27 @@ struct machine {
 	uint64_t lane_end[PL_MAX][LANES_MAX];
 };
 
+/* A set of lanes: tracks under one parent that slices spread over so that they nest. */
+struct lanes {
+	uint8_t n;
+	uint64_t end[LANES_MAX];
+};
+
+/*
+ * An io_uring ring, as a track group under its process: lanes of requests
+ * (submission to CQE), one track per io-worker that ran its requests, and
+ * a track of the moments the program reaped its CQEs.
+ */
+struct ring {
+	uint64_t ctx;			/* struct io_ring_ctx address: the ring's identity */
+	uint64_t uuid;			/* the group's track */
+	uint64_t puuid;			/* its process's track */
+	struct lanes req;
+	int nw;
+	uint32_t wtid[RING_WORKERS];
+	struct lanes w[RING_WORKERS];
+};
+
 struct perfetto {
 	struct perfetto_opts opts;
 	char local[64];
@@ -60,6 +87,10 @@ struct perfetto {
 	uint64_t seen[SEEN_MAX];
 	struct machine m[MACHINES_MAX];
 	int nm, evict, last;
+	struct ring rings[RINGS_MAX];
+	int nrings, ring_evict;
+	/* Where each link arrow leaves: (ring, request) -> begin of that request's last slice. */
+	struct { uint64_t ctx, req, ts; } links[1u << LINKS_BITS];
 	struct perfetto_stats st;
 };
 
@@ -75,6 +106,8 @@ struct slice {
 	uint64_t begin, end;
 	struct anns *ann;
 	struct machine *m;
+	struct ring *ring;		/* on this ring's tracks instead of a layer's */
+	int worker;			/* ... on this io-worker's (index), -1: the request lanes */
 };
 
 struct perfetto *perfetto__new(const struct perfetto_opts *opts)
@@ -335,13 +368,12 @@ static uint64_t thread_track(struct perfetto *p, struct machine *m, const struct
 	return tuuid;
 }
 
-/* The first lane of the layer free at begin; a new one if none is. */
-static int lane_pick(struct perfetto *p, struct machine *m, int layer, uint64_t begin, uint64_t end)
+/* The first of n lanes (ends e) free at begin; a new one if none is. */
+static int lanes_pick(struct perfetto *p, uint64_t *e, uint8_t *n, uint64_t begin, uint64_t end)
 {
-	uint64_t *e = m->lane_end[layer];
 	int best = 0;
 
-	for (int i = 0; i < m->nlanes[layer]; i++) {
+	for (int i = 0; i < *n; i++) {
 		if (e[i] <= begin) {
 			e[i] = end;
 			return i;
@@ -349,14 +381,98 @@ static int lane_pick(struct perfetto *p, struct machine *m, int layer, uint64_t 
 		if (e[i] < e[best])
 			best = i;
 	}
-	if (m->nlanes[layer] < LANES_MAX) {
-		e[m->nlanes[layer]] = end;
-		return m->nlanes[layer]++;
+	if (*n < LANES_MAX) {
+		e[*n] = end;
+		return (*n)++;
 	}
 	p->st.lane_full++;
 	if (end > e[best])
 		e[best] = end;
 	return best;
+}
+
+static int lane_pick(struct perfetto *p, struct machine *m, int layer, uint64_t begin, uint64_t end)
+{
+	return lanes_pick(p, m->lane_end[layer], &m->nlanes[layer], begin, end);
+}
+
+/* A named child track of parent, described once. */
+static uint64_t child_track(struct perfetto *p, uint64_t parent, char kind, uint64_t a, uint64_t b,
+			    const char *name, uint64_t ts)
+{
+	uint64_t uuid = track_uuid(parent, kind, a, b);
+	Desc d = PERFETTO__PROTOS__TRACK_DESCRIPTOR__INIT;
+
+	if (seen(p, uuid))
+		return uuid;
+	d.has_uuid = 1;
+	d.uuid = uuid;
+	d.name = (char *)name;
+	d.has_parent_uuid = 1;
+	d.parent_uuid = parent;
+	describe(p, &d, ts);
+	return uuid;
+}
+
+/* The ring's group track under its process (described by thread_track() first). */
+static struct ring *ring_get(struct perfetto *p, struct machine *m, uint32_t pid, uint64_t ctx, uint64_t ts)
+{
+	uint64_t puuid = track_uuid(m->uuid, 'P', pid, 0);
+	char name[48];
+	struct ring *rg;
+	int i;
+
+	for (i = 0; i < p->nrings; i++)
+		if (p->rings[i].ctx == ctx && p->rings[i].puuid == puuid)
+			break;
+	if (i == p->nrings) {
+		/* Past the bound a ring starts over: its tracks keep their ids, its lanes restart. */
+		i = p->nrings < RINGS_MAX ? p->nrings++ : p->ring_evict++ % RINGS_MAX;
+		rg = &p->rings[i];
+		memset(rg, 0, sizeof(*rg));
+		rg->ctx = ctx;
+		rg->puuid = puuid;
+		rg->uuid = track_uuid(puuid, 'R', ctx, 0);
+	}
+	rg = &p->rings[i];
+	snprintf(name, sizeof(name), "io_uring ring %06" PRIx64, (ctx >> 6) & 0xffffff);
+	child_track(p, puuid, 'R', ctx, 0, name, ts);
+	return rg;
+}
+
+static int ring_worker(struct ring *rg, uint32_t tid)
+{
+	for (int i = 0; i < rg->nw; i++)
+		if (rg->wtid[i] == tid)
+			return i;
+	if (rg->nw == RING_WORKERS)
+		return -1;
+	rg->wtid[rg->nw] = tid;
+	return rg->nw++;
+}
+
+/* The track a ring slice goes on: a request lane, or a lane of the io-worker that ran it. */
+static uint64_t ring_track(struct perfetto *p, const struct slice *s)
+{
+	struct ring *rg = s->ring;
+	char name[48];
+	int lane;
+
+	if (s->worker >= 0) {
+		lane = lanes_pick(p, rg->w[s->worker].end, &rg->w[s->worker].n, s->begin, s->end);
+		snprintf(name, sizeof(name), lane ? "iou-wrk-%u #%d" : "iou-wrk-%u", rg->wtid[s->worker], lane + 1);
+		return child_track(p, rg->uuid, 'W', rg->wtid[s->worker], lane, name, s->begin);
+	}
+	lane = lanes_pick(p, rg->req.end, &rg->req.n, s->begin, s->end);
+	snprintf(name, sizeof(name), lane ? "requests #%d" : "requests", lane + 1);
+	return child_track(p, rg->uuid, 'Q', lane, 0, name, s->begin);
+}
+
+/* Flow ids between io_uring events, derived so that both ends compute them alone; the high bit
+ * keeps them apart from the requests' own flow ids (a counter). */
+static uint64_t ring_flow(char kind, uint64_t ctx, uint64_t v)
+{
+	return mix64(mix64(ctx) ^ v ^ ((uint64_t)(unsigned char)kind << 48)) | 1ULL << 63;
 }
 
 static Ann *ann_add(struct anns *a, const char *name)
@@ -423,12 +539,20 @@ static int seg_layer(const struct iot_record *r, int from_ts)
 	}
 }
 
-static void slice_add(struct slice *s, int *n, int layer, const char *name, uint64_t begin, uint64_t end,
-		      struct anns *ann, struct machine *m)
+static struct slice *slice_add(struct slice *s, int *n, int layer, const char *name, uint64_t begin,
+				uint64_t end, struct anns *ann, struct machine *m)
 {
 	if (*n == SLICES_MAX || !begin)
-		return;
-	s[(*n)++] = (struct slice){ layer, name, begin, end < begin ? begin : end, ann, m };
+		return NULL;
+	s[*n] = (struct slice){ layer, name, begin, end < begin ? begin : end, ann, m, NULL, -1 };
+	return &s[(*n)++];
+}
+
+/* io_uring's own stamps: drawn on the request's ring instead of the syscall layer. */
+static bool uring_stamp(int ts)
+{
+	return ts == IOT_TS_URING_SUBMIT || ts == IOT_TS_URING_ASYNC || ts == IOT_TS_URING_POLL ||
+	       ts == IOT_TS_URING_TASKWORK || ts == IOT_TS_URING_COMPLETE;
 }
 
 static void emit(struct perfetto *p, const struct iot_record *r, const char *src, bool guest_clock,
@@ -439,9 +563,10 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 	struct machine *m = machine_get(p, src), *hm = NULL;
 	struct slice sl[SLICES_MAX];
 	struct iot_split sp;
-	uint64_t prev_end = 0, flow, first;
+	uint64_t prev_end = 0, flow, first, out_ids[2], in_ids[2];
 	const char *w = iot_record_what(r, wbuf, sizeof(wbuf));
-	int n = 0;
+	struct ring *rg = NULL;
+	int n = 0, worker = -1, link_in = -1;
 
 	iot_record_split(r, &sp);
 	first = sp.first_ns;
@@ -469,14 +594,54 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 	if (guest_clock)
 		ann_str(&ra, "clock", "guest");
 
+	if (r->kind == IOT_KIND_URING && r->uring_ctx) {
+		/* The thread's process track first: the ring's group hangs under it. */
+		thread_track(p, m, r, first);
+		rg = ring_get(p, m, r->pid, r->uring_ctx, first);
+		if (r->actor_tid && r->actor_tid != r->tid)
+			worker = ring_worker(rg, r->actor_tid);
+		ann_u64(&ra, "user_data", r->user_data);
+		if (r->uring_link)
+			ann_str(&ra, "linked", "after the previous request of its chain");
+		if (worker >= 0)
+			ann_u64(&ra, "io_worker", r->actor_tid);
+	}
+
 	/* The segments, kept in time order even where the stamps are not (the flow runs forward). */
 	for (int i = 0; i < sp.n; i++) {
 		uint64_t b = r->ts[sp.from_ts[i]];
+		struct slice *x;
 
 		if (b < prev_end)
 			b = prev_end;
-		slice_add(sl, &n, seg_layer(r, sp.from_ts[i]), sp.name[i], b, b + sp.ns[i], &ra, m);
+		x = slice_add(sl, &n, seg_layer(r, sp.from_ts[i]), sp.name[i], b, b + sp.ns[i], &ra, m);
+		if (x && rg && uring_stamp(sp.from_ts[i])) {
+			x->ring = rg;
+			x->worker = sp.from_ts[i] == IOT_TS_URING_ASYNC ? worker : -1;
+		}
 		prev_end = b + sp.ns[i];
+	}
+	/*
+	 * A linked request: the arrow from the one before it lands on its first
+	 * slice that begins once that one's last slice has (it was released there).
+	 */
+	if (rg && r->uring_link && n) {
+		uint32_t h = mix64(r->uring_ctx ^ mix64(r->uring_link)) >> (64 - LINKS_BITS);
+		uint64_t t = p->links[h].ctx == r->uring_ctx && p->links[h].req == r->uring_link ?
+			     p->links[h].ts : 0;
+
+		for (link_in = 0; link_in < n && sl[link_in].begin < t; link_in++)
+			;
+		/* No arrow when the one before was not written, or no slice of this one follows it. */
+		if (!t || link_in == n)
+			link_in = -1;
+	}
+	if (rg && (r->flags & IOT_F_URING_LINK) && n) {
+		uint32_t h = mix64(r->uring_ctx ^ mix64(r->uring_req)) >> (64 - LINKS_BITS);
+
+		p->links[h].ctx = r->uring_ctx;
+		p->links[h].req = r->uring_req;
+		p->links[h].ts = sl[n - 1].begin;
 	}
 
 	if (hx) {
@@ -553,9 +718,15 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 		const struct slice *s = &sl[i];
 		Packet pk = PERFETTO__PROTOS__TRACE_PACKET__INIT;
 		Event ev = PERFETTO__PROTOS__TRACK_EVENT__INIT;
-		int lane = lane_pick(p, s->m, s->layer, s->begin, s->end);
-		uint64_t track = layer_track(p, s->m, s->layer, lane, s->begin);
+		uint64_t track;
 
+		if (s->ring) {
+			track = ring_track(p, s);
+		} else {
+			int lane = lane_pick(p, s->m, s->layer, s->begin, s->end);
+
+			track = layer_track(p, s->m, s->layer, lane, s->begin);
+		}
 		ev.has_type = 1;
 		ev.type = PERFETTO__PROTOS__TRACK_EVENT__TYPE__TYPE_SLICE_BEGIN;
 		ev.has_track_uuid = 1;
@@ -563,12 +734,29 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 		ev.name = (char *)s->name;
 		ev.n_debug_annotations = s->ann->n;
 		ev.debug_annotations = s->ann->pa;
-		if (i + 1 < n) {
-			ev.n_flow_ids = 1;
-			ev.flow_ids = &flow;
-		} else {
-			ev.n_terminating_flow_ids = 1;
-			ev.terminating_flow_ids = &flow;
+		ev.n_flow_ids = 0;
+		ev.flow_ids = out_ids;
+		ev.n_terminating_flow_ids = 0;
+		ev.terminating_flow_ids = in_ids;
+		if (i + 1 < n)
+			out_ids[ev.n_flow_ids++] = flow;
+		else
+			in_ids[ev.n_terminating_flow_ids++] = flow;
+		if (rg) {
+			/*
+			 * A linked request: an arrow from the one before it in its chain, into
+			 * its first slice after the wait for that one (its submission slice
+			 * holds the wait).
+			 */
+			if (i == link_in && r->uring_link)
+				in_ids[ev.n_terminating_flow_ids++] = ring_flow('K', r->uring_ctx, r->uring_link);
+			/* Its end: to the next of its chain, and to the moment the program reaped its CQE. */
+			if (i + 1 == n) {
+				if (r->flags & IOT_F_URING_LINK)
+					out_ids[ev.n_flow_ids++] = ring_flow('K', r->uring_ctx, r->uring_req);
+				if (r->cqe_seq && ev.n_flow_ids < 2)
+					out_ids[ev.n_flow_ids++] = ring_flow('C', r->uring_ctx, r->cqe_seq);
+			}
 		}
 		pk.track_event = &ev;
 		put_packet(p, &pk, s->begin);
@@ -585,8 +773,58 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 	p->st.requests++;
 }
 
+/*
+ * The program moved a ring's CQ head from offset to cqe_seq: an instant on
+ * the ring's "reaped" track that ends the flow from each of those CQEs.
+ */
+static void emit_reap(struct perfetto *p, const struct iot_record *r, const char *src)
+{
+	static uint64_t ids[REAP_IDS];
+	struct machine *m = machine_get(p, src);
+	uint64_t ts = r->ts[IOT_TS_URING_COMPLETE], from = (uint32_t)r->offset, to = r->cqe_seq, track;
+	uint32_t count = (uint32_t)(to - from);	/* the head is a u32 that wraps */
+	struct anns a = { 0 };
+	struct ring *rg;
+
+	if (!ts || !count)
+		return;
+	rg = ring_get(p, m, r->pid, r->uring_ctx, ts);
+	track = child_track(p, rg->uuid, 'H', 0, 0, "reaped", ts);
+	ann_u64(&a, "cq_head_from", from);
+	ann_u64(&a, "cq_head_to", to);
+	ann_u64(&a, "cqes", count);
+	ann_u64(&a, "seen_by_tid", r->tid);
+	if (count > REAP_MAX)
+		count = REAP_MAX;
+	/* CQE k is reaped when the head passes k: its flow id is the tail after it (k + 1). */
+	for (uint32_t done = 0; done < count;) {
+		Packet pk = PERFETTO__PROTOS__TRACE_PACKET__INIT;
+		Event ev = PERFETTO__PROTOS__TRACK_EVENT__INIT;
+		uint32_t k = 0;
+
+		for (; k < REAP_IDS && done < count; k++, done++)
+			ids[k] = ring_flow('C', r->uring_ctx, (uint32_t)(to - count + done + 1));
+		ev.has_type = 1;
+		ev.type = PERFETTO__PROTOS__TRACK_EVENT__TYPE__TYPE_INSTANT;
+		ev.has_track_uuid = 1;
+		ev.track_uuid = track;
+		ev.name = "reap";
+		ev.n_debug_annotations = a.n;
+		ev.debug_annotations = a.pa;
+		ev.n_terminating_flow_ids = k;
+		ev.terminating_flow_ids = ids;
+		pk.track_event = &ev;
+		put_packet(p, &pk, ts);
+	}
+}
+
 void perfetto__record(struct perfetto *p, const struct iot_record *r, const char *src, bool guest_clock)
 {
+	if (r->kind == IOT_KIND_URING_REAP) {
+		if (r->uring_ctx && !guest_clock)
+			emit_reap(p, r, src);
+		return;
+	}
 	emit(p, r, src, guest_clock, NULL);
 }
 

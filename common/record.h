@@ -45,6 +45,13 @@ enum iot_kind {
 	IOT_KIND_URING = 2,	/* one io_uring request, submission to CQE */
 	IOT_KIND_AIO = 3,	/* one block I/O submitted by io_submit (Linux native AIO) */
 	IOT_KIND_BIO = 4,	/* block I/O with no live owner (writeback, readahead, io-wq, kernel) */
+	/*
+	 * Not a request: the program advanced an io_uring ring's CQ head, i.e.
+	 * reaped the CQEs before it (uring_ctx, cqe_seq = the new head, offset =
+	 * the head seen before, ts[IOT_TS_URING_COMPLETE] = when it was seen).
+	 * Only emitted for --perfetto (tracer_opts.uring_reap).
+	 */
+	IOT_KIND_URING_REAP = 5,
 };
 
 enum iot_op {
@@ -98,6 +105,7 @@ enum iot_driver {
 #define IOT_F_PREFLUSH		(1u << 15)	/* REQ_PREFLUSH */
 #define IOT_F_RQ_UNKNOWN	(1u << 16)	/* block request timestamps not found for some bio */
 #define IOT_F_SAMPLED		(1u << 17)	/* --sample was on: this record stands for several */
+#define IOT_F_URING_LINK	(1u << 18)	/* io_uring: a linked request follows this one (IOSQE_IO_LINK) */
 
 /* Sentinel for "not known" in offset and sector. */
 #define IOT_UNKNOWN_U64 (~0ULL)
@@ -112,6 +120,9 @@ struct iot_record {
 	__u64 user_data;	/* io_uring user_data */
 	__u64 vq_gpa;		/* virtio-blk: guest-physical address of the (first) request's
 				 * struct virtio_blk_outhdr, the key QEMU sees; 0 when unknown */
+	__u64 uring_ctx;	/* io_uring: the ring (struct io_ring_ctx address), 0 otherwise */
+	__u64 uring_req;	/* io_uring: the request (io_kiocb address, unique while in flight) */
+	__u64 uring_link;	/* io_uring: the request it was linked after, 0 when none */
 	__s64 result;		/* syscall return, CQE res, or -errno from the block layer */
 	__u32 pid;		/* process the request is attributed to */
 	__u32 tid;
@@ -120,6 +131,8 @@ struct iot_record {
 	__u32 len;		/* bytes: requested/transferred by the syscall, or the bio size */
 	__u32 bio_bytes;	/* bytes of block I/O this request caused */
 	__u32 flags;		/* IOT_F_* */
+	__u32 cqe_seq;		/* io_uring: the ring's CQ tail once its CQE was posted: reaped
+				 * when the CQ head reaches it */
 	__u16 nr_bios;
 	__u16 pc_pages;		/* pages looked up in the page cache */
 	__u16 pc_misses;	/* pages added to the page cache (misses, readahead) */

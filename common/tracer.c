@@ -65,7 +65,8 @@ static const char *const block_tps[] = {
 static const char *const block_required[] = {
 	"block_bio_queue", "block_rq_issue", "block_rq_complete", NULL };
 static const char *const uring_tps[] = {
-	"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_task_add", "io_uring_complete", NULL };
+	"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_task_add", "io_uring_complete",
+	"io_uring_link", "io_uring_cqring_wait", NULL };
 static const char *const syscalls_sync[] = {
 	"read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
 	"preadv2", "pwritev2", "fsync", "fdatasync", "sync_file_range", NULL };
@@ -488,6 +489,7 @@ static int configure(struct tracer *t)
 	s->rodata->emit_records = !o->kernel_summary;
 	s->rodata->kernel_hist = !!o->kernel_summary;
 	s->rodata->uring_on = !!(o->layers & (1u << IOT_LAYER_IO_URING));
+	s->rodata->uring_reap_on = s->rodata->uring_on && o->uring_reap;
 	s->rodata->wb_on = !!(o->layers & (1u << IOT_LAYER_PAGECACHE));
 	return bpf_map__set_max_entries(s->maps.events, rb);
 }

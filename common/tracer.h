@@ -40,8 +40,10 @@ struct tracer_opts {
 	 * one: their threads, io-wq workers and the writeback they caused.
 	 */
 	int pid_set;
+	/* Also emit IOT_KIND_URING_REAP records: when programs reaped their CQEs (for --perfetto). */
+	int uring_reap;
 };
-#define tracer_opts__last_field pid_set
+#define tracer_opts__last_field uring_reap
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */

@@ -111,7 +111,8 @@ static void do_buffered(int fd, int count, bool sync)
 	free(buf);
 }
 
-static void do_uring(int fd, int count, bool async)
+/* async: IOSQE_ASYNC (every request punted to io-wq); link: each batch one IOSQE_IO_LINK chain. */
+static void do_uring(int fd, int count, bool async, bool link)
 {
 	struct io_uring ring;
 	char *bufs[QD];
@@ -134,6 +135,8 @@ static void do_uring(int fd, int count, bool async)
 			io_uring_sqe_set_data64(sqe, next);
 			if (async)
 				io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
+			else if (link && inflight + 1 < QD && next + 1 < count)
+				io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
 			next++;
 			inflight++;
 		}
@@ -223,7 +226,7 @@ int main(int argc, char **argv)
 	int count, fd, flags = O_RDWR;
 
 	if (argc != 4) {
-		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|uring-async|aio PATH COUNT\n");
+		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|uring-async|uring-link|aio PATH COUNT\n");
 		return 2;
 	}
 	mode = argv[1];
@@ -252,9 +255,11 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "dirty"))
 		do_buffered(fd, count, false);
 	else if (!strcmp(mode, "uring"))
-		do_uring(fd, count, false);
+		do_uring(fd, count, false, false);
 	else if (!strcmp(mode, "uring-async"))
-		do_uring(fd, count, true);
+		do_uring(fd, count, true, false);
+	else if (!strcmp(mode, "uring-link"))
+		do_uring(fd, count, false, true);
 	else if (!strcmp(mode, "aio"))
 		do_aio(fd, count);
 	else {

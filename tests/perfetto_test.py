@@ -141,19 +141,43 @@ def analyse(packets):
 
     flows = {}
     instants = []
+    ring_flows = {}     # io_uring links and reaps (ids with bit 63): id -> [(ts, out?, track name, event)]
     for i, ts, track, ev in events:
         typ = one(ev, "type")
+        for fid in ev.get("flow_ids", []):
+            if fid >> 63:
+                ring_flows.setdefault(fid, []).append((ts, True, described[track], ev))
+        for fid in ev.get("terminating_flow_ids", []):
+            if fid >> 63:
+                ring_flows.setdefault(fid, []).append((ts, False, described[track], ev))
         if typ == "TYPE_INSTANT":
-            instants.append((ts, track, ev))
+            if one(ev, "name") != "reap":
+                instants.append((ts, track, ev))
+            continue
         if typ != "TYPE_SLICE_BEGIN":
             continue
-        ids = ev.get("flow_ids", []) + ev.get("terminating_flow_ids", [])
-        check(len(ids) == 1, "a slice in %d flows: %s" % (len(ids), ev))
+        ids = [f for f in ev.get("flow_ids", []) + ev.get("terminating_flow_ids", []) if not f >> 63]
+        check(len(ids) == 1, "a slice in %d request flows: %s" % (len(ids), ev))
         flows.setdefault(ids[0], []).append((ts, i, described[track], ev))
+    # A ring flow leaves one event and ends at a later one (or never, when its reap was not seen);
+    # its id may then serve again (requests are recycled). Pairs, in file order.
+    pairs = []
+    for fid, ends in ring_flows.items():
+        pending = None
+        for e in ends:
+            if e[1]:
+                pending = e
+            else:
+                check(pending, "ring flow %x ends without a start: %s" % (fid, e[3]))
+                check(e[0] >= pending[0], "ring flow %x goes back in time: %s at %d, %s at %d" %
+                      (fid, one(pending[3], "name"), pending[0], one(e[3], "name"), e[0]))
+                pairs.append((pending, e))
+                pending = None
+    analyse.ring_pairs = pairs
     for fid, sl in flows.items():
         check([s[0] for s in sl] == sorted(s[0] for s in sl), "flow %d goes back in time: %s" %
               (fid, [(s[0], one(s[3], "name")) for s in sl]))
-        term = [s for s in sl if s[3].get("terminating_flow_ids")]
+        term = [s for s in sl if fid in s[3].get("terminating_flow_ids", [])]
         check(len(term) == 1 and term[0] is sl[-1], "flow %d does not end at its last slice" % fid)
     return flows, instants, described
 
@@ -169,12 +193,19 @@ def flow_of(flows, op):
     raise Fail("no flow in the trace for %s" % op)
 
 
-def traced_perfetto(args, extra, count=12, mode="direct"):
+def traced_perfetto(args, extra, count=12, mode="direct", on_ext4=False):
+    """The workload on a raw loop device, or on a file of an ext4 there (on_ext4)."""
     d = tempfile.mkdtemp(prefix="iotracer-pf-")
     path = os.path.join(d, "t.pftrace")
     try:
-        with tt.loop_device() as (dev, _):
-            pid, ops, recs, layers = tt.traced(args, mode, dev, count, extra=["--perfetto", path] + extra)
+        if on_ext4:
+            with tt.ext4_on_loop() as (_, mnt):
+                data = os.path.join(mnt, "data")
+                tt.run(["dd", "if=/dev/zero", "of=" + data, "bs=1M", "count=16", "conv=fsync", "status=none"])
+                pid, ops, recs, layers = tt.traced(args, mode, data, count, extra=["--perfetto", path] + extra)
+        else:
+            with tt.loop_device() as (dev, _):
+                pid, ops, recs, layers = tt.traced(args, mode, dev, count, extra=["--perfetto", path] + extra)
         size = os.path.getsize(path)
         packets = decode(path)
     finally:
@@ -215,6 +246,72 @@ def case_uring(args):
         flow_of(flows, op)
     lanes = [n for n in tracks.values() if n and " #" in n]
     check(lanes, "4 requests in flight, yet every layer fit on one lane: %s" % sorted(set(tracks.values()), key=str))
+
+
+def ring_tracks(tracks, pid):
+    """The names of the tracks under each io_uring ring group."""
+    rings = [u for u, n in tracks.items() if n and n.startswith("io_uring ring ")]
+    check(rings, "no io_uring ring track: %s" % sorted(set(map(str, tracks.values()))))
+    return rings
+
+
+def uring_flow_of(flows, op):
+    """The flow of the io_uring request (not its bios) that read op's offset and length."""
+    for fid, sl in flows.items():
+        a = annotations(sl[0][3])
+        if str(a.get("call", "")).startswith("uring:") and a.get("offset") == op["offset"] and \
+                a.get("len") == op["len"]:
+            return sl
+    raise Fail("no io_uring flow in the trace for %s" % op)
+
+
+def case_uring_ring(args):
+    """Requests punted to io-wq: each ring is a track group with its io-workers and reaps."""
+    # On ext4: iomap's direct I/O shows which io-worker ran each request.
+    pid, ops, recs, packets, size = traced_perfetto(args, [], count=16, mode="uring-async", on_ext4=True)
+    flows, _, tracks = analyse(packets)
+    ring_tracks(tracks, pid)
+    for op in ops:
+        sl = uring_flow_of(flows, op)
+        names = [one(s[3], "name") for s in sl]
+        where = {one(s[3], "name"): s[2] for s in sl}
+        check("io-wq" in names, "a punted request without its io-wq slice: %s" % names)
+        check(where["io-wq"].startswith("iou-wrk-"), "io-wq slice on track %s, not an io-worker's" % where["io-wq"])
+        check(where["uring-submit"].startswith("requests"), "submission on track %s" % where["uring-submit"])
+        a = annotations(sl[0][3])
+        check(a.get("io_worker") and a["io_worker"] != pid, "no io_worker named: %s" % a)
+    # The program reaps each batch before it submits the next: all but the last batch's reaps are seen.
+    reaped = 0
+    for out, end in analyse.ring_pairs:
+        check(end[2] == "reaped" and one(end[3], "name") == "reap", "ring flow ends on %s" % end[2])
+        reaped += 1
+    check(reaped >= len(ops) - 4, "only %d of %d completions reached a reap" % (reaped, len(ops)))
+    print("%d requests, %d reaps seen, worker tracks: %s" % (len(ops), reaped,
+          sorted({n for n in tracks.values() if n and n.startswith("iou-wrk")})))
+
+
+def case_uring_link(args):
+    """Linked requests: an arrow from each to the next of its chain, in order."""
+    pid, ops, recs, packets, size = traced_perfetto(args, [], count=16, mode="uring-link")
+    flows, _, tracks = analyse(packets)
+    ring_tracks(tracks, pid)
+    for op in ops:
+        uring_flow_of(flows, op)
+    links = 0
+    for out, end in analyse.ring_pairs:
+        if end[2] == "reaped":
+            continue
+        a, b = annotations(out[3]), annotations(end[3])
+        check(b.get("offset", 0) > a.get("offset", 0), "link from offset %s back to %s" %
+              (a.get("offset"), b.get("offset")))
+        check(b.get("linked"), "a link arrow into a request not marked linked: %s" % b)
+        links += 1
+    # A linked request gets its arrow where a slice of it follows the one before (its block I/O;
+    # one issued by an io-worker, with no slice after its submission, gets none).
+    linked = [fid for fid, sl in flows.items() if any(annotations(s[3]).get("linked") for s in sl)]
+    check(len(linked) >= 3, "only %d requests marked linked" % len(linked))
+    check(len(linked) - 2 <= links <= len(linked), "%d link arrows for %d linked requests" % (links, len(linked)))
+    print("%d requests, %d link arrows" % (len(ops), links))
 
 
 def case_summary(args):
