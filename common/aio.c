@@ -75,7 +75,7 @@ static const char *const phase_probes[IOT_AIO_PHASES][2] = {
 /* x86_64 system call names the three engines make; others print by number. */
 static const struct { int nr; const char *name; } sys_names[] = {
 	{ 0, "read" }, { 1, "write" }, { 3, "close" }, { 7, "poll" }, { 9, "mmap" },
-	{ 10, "mprotect" }, { 11, "munmap" }, { 13, "rt_sigaction" }, { 14, "rt_sigprocmask" },
+	{ 10, "mprotect" }, { 11, "munmap" }, { 12, "brk" }, { 13, "rt_sigaction" }, { 14, "rt_sigprocmask" },
 	{ 17, "pread64" }, { 18, "pwrite64" }, { 19, "readv" }, { 20, "writev" },
 	{ 24, "sched_yield" }, { 35, "nanosleep" }, { 56, "clone" }, { 60, "exit" },
 	{ 74, "fsync" }, { 75, "fdatasync" }, { 186, "gettid" }, { 202, "futex" },
