@@ -118,8 +118,10 @@ static const char usage_text[] =
 "                         written as requests complete: a slice per layer each\n"
 "                         request passed, joined by one flow per request; host\n"
 "                         mode adds the QEMU and host I/O slices of each guest\n"
-"                         request (docs/perfetto.md). With --summary, requests\n"
-"                         are copied out of the kernel for it but not printed\n"
+"                         request (docs/perfetto.md); in guest mode the guest's\n"
+"                         own trace, beside what it streams. With --summary,\n"
+"                         requests are copied out of the kernel for it but not\n"
+"                         printed\n"
 "  -v, --verbose          a tree per request; libbpf and verifier messages\n"
 "      --no-status        no live status line on a terminal's stderr\n"
 "      --no-fentry        never attach through fentry/fexit (use kprobes or\n"
@@ -400,9 +402,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	if (c->nqemu_pids && c->no_qemu)
 		die_usage("--qemu-pid and --no-qemu contradict each other");
 	if (!strcmp(c->mode, "guest")) {
-		if (c->summary || requests || c->interval_s || c->tree || c->output_path || c->perfetto_path)
+		if (c->summary || requests || c->interval_s || c->tree || c->output_path)
 			die_usage("--mode guest sends its records to the host: --summary, --requests, --interval, "
-				  "--verbose, --output and --perfetto belong to the host agent");
+				  "--verbose and --output belong to the host agent");
 		if (!c->has_connect)
 			c->connect = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
 							.port = IOT_DEFAULT_PORT };
@@ -450,7 +452,18 @@ static uint64_t now_ns(void)
 struct sinks {
 	struct output *out;
 	struct perfetto *pf;	/* NULL without --perfetto */
+	struct guest *guest;	/* guest mode: records go to the host */
 };
+
+/* Guest mode with --perfetto: each record to the host, and to this machine's own trace. */
+static void on_record_guest(void *ctx, const struct iot_record *rec)
+{
+	struct sinks *s = ctx;
+
+	if (rec->kind != IOT_KIND_URING_REAP)
+		guest_on_record(s->guest, rec);
+	perfetto__record(s->pf, rec, NULL, false);
+}
 
 static void on_record(void *ctx, const struct iot_record *rec)
 {
@@ -709,8 +722,14 @@ int main(int argc, char **argv)
 		}
 	}
 	sinks.out = out;
-	c.topts.on_record = guest ? guest_on_record : on_record;
-	c.topts.ctx = guest ? (void *)guest : (void *)&sinks;
+	sinks.guest = guest;
+	if (guest && sinks.pf) {
+		c.topts.on_record = on_record_guest;
+		c.topts.ctx = &sinks;
+	} else {
+		c.topts.on_record = guest ? guest_on_record : on_record;
+		c.topts.ctx = guest ? (void *)guest : (void *)&sinks;
+	}
 	t = out ? tracer__new(&c.topts) : NULL;
 	if (!t) {
 		err = -errno;

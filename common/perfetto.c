@@ -35,6 +35,7 @@
 #define REAP_IDS 256			/* reap flows ended per packet */
 #define REAP_MAX 4096			/* CQEs one reap record may end flows for */
 #define LINKS_BITS 8			/* linked requests awaiting their successor's record */
+#define TLANES_MAX 32			/* per-thread lane sets remembered (QEMU threads) */
 #define SLICES_MAX (IOT_TS_MAX + 2 + PERFETTO_HOST_IO_MAX)
 
 typedef Perfetto__Protos__TracePacket Packet;
@@ -89,6 +90,9 @@ struct perfetto {
 	int nm, evict, last;
 	struct ring rings[RINGS_MAX];
 	int nrings, ring_evict;
+	/* Lanes of per-thread tracks (a QEMU thread's qemu and host I/O slices), by their first lane's uuid. */
+	struct { uint64_t uuid; struct lanes l; } tl[TLANES_MAX];
+	int ntl, tl_evict;
 	/* Where each link arrow leaves: (ring, request) -> begin of that request's last slice. */
 	struct { uint64_t ctx, req, ts; } links[1u << LINKS_BITS];
 	struct perfetto_stats st;
@@ -108,6 +112,8 @@ struct slice {
 	struct machine *m;
 	struct ring *ring;		/* on this ring's tracks instead of a layer's */
 	int worker;			/* ... on this io-worker's (index), -1: the request lanes */
+	uint64_t proc;			/* or on lanes of thread tid under this process track */
+	uint32_t tid;
 };
 
 struct perfetto *perfetto__new(const struct perfetto_opts *opts)
@@ -468,6 +474,53 @@ static uint64_t ring_track(struct perfetto *p, const struct slice *s)
 	return child_track(p, rg->uuid, 'Q', lane, 0, name, s->begin);
 }
 
+/* A process's track on machine m, described if need be (a QEMU process may have no record of its own). */
+static uint64_t process_track(struct perfetto *p, struct machine *m, uint32_t pid, uint64_t ts)
+{
+	Perfetto__Protos__ProcessDescriptor pd = PERFETTO__PROTOS__PROCESS_DESCRIPTOR__INIT;
+	uint64_t uuid = track_uuid(m->uuid, 'P', pid, 0);
+	Desc d = PERFETTO__PROTOS__TRACK_DESCRIPTOR__INIT;
+	char name[32];
+
+	machine_track(p, m, ts);
+	if (seen(p, uuid))
+		return uuid;
+	d.has_uuid = 1;
+	d.uuid = uuid;
+	if (m->local) {
+		pd.has_pid = 1;
+		pd.pid = pid;
+		d.process = &pd;
+	} else {
+		snprintf(name, sizeof(name), "process %u", pid);
+		d.name = name;
+		d.has_parent_uuid = 1;
+		d.parent_uuid = m->uuid;
+	}
+	describe(p, &d, ts);
+	return uuid;
+}
+
+/* A lane of thread tid's tracks of one kind under a process: "<what> <tid>", "<what> <tid> #2", ... */
+static uint64_t thread_lane(struct perfetto *p, uint64_t proc, char kind, uint32_t tid, const char *what,
+			    uint64_t begin, uint64_t end)
+{
+	uint64_t first = track_uuid(proc, kind, tid, 0);
+	char name[64];
+	int i, lane;
+
+	for (i = 0; i < p->ntl && p->tl[i].uuid != first; i++)
+		;
+	if (i == p->ntl) {
+		i = p->ntl < TLANES_MAX ? p->ntl++ : p->tl_evict++ % TLANES_MAX;
+		memset(&p->tl[i], 0, sizeof(p->tl[i]));
+		p->tl[i].uuid = first;
+	}
+	lane = lanes_pick(p, p->tl[i].l.end, &p->tl[i].l.n, begin, end);
+	snprintf(name, sizeof(name), lane ? "%s %u #%d" : "%s %u", what, tid, lane + 1);
+	return child_track(p, proc, kind, tid, lane, name, begin);
+}
+
 /* Flow ids between io_uring events, derived so that both ends compute them alone; the high bit
  * keeps them apart from the requests' own flow ids (a counter). */
 static uint64_t ring_flow(char kind, uint64_t ctx, uint64_t v)
@@ -544,7 +597,7 @@ static struct slice *slice_add(struct slice *s, int *n, int layer, const char *n
 {
 	if (*n == SLICES_MAX || !begin)
 		return NULL;
-	s[*n] = (struct slice){ layer, name, begin, end < begin ? begin : end, ann, m, NULL, -1 };
+	s[*n] = (struct slice){ layer, name, begin, end < begin ? begin : end, ann, m, NULL, -1, 0, 0 };
 	return &s[(*n)++];
 }
 
@@ -667,6 +720,7 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 		for (int i = 0; i < hx->nio && i < PERFETTO_HOST_IO_MAX; i++) {
 			const struct perfetto_host_io *io = &hx->io[i];
 			struct anns *a = &ia[i];
+			struct slice *x;
 
 			a->n = 0;
 			ann_u64(a, "qemu_pid", hx->qemu_pid);
@@ -678,14 +732,35 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 				ann_u64(a, "sector", io->sector);
 			if (hx->gpa)
 				ann_u64(a, "gpa", hx->gpa);
-			slice_add(sl, &n, PL_HOST_IO, "host_io", io->start_ns, io->end_ns, a, hm);
+			x = slice_add(sl, &n, PL_HOST_IO, "host_io", io->start_ns, io->end_ns, a, hm);
+			if (x && hx->qemu_pid && io->tid) {
+				x->proc = process_track(p, hm, hx->qemu_pid, io->start_ns);
+				x->tid = io->tid;
+			}
 			if (io->start_ns && (!hs || io->start_ns < hs))
 				hs = io->start_ns;
 		}
-		if (hx->kick_ns && hx->submit_ns)
-			slice_add(sl, &n, PL_QEMU, "kick_to_qemu", hx->kick_ns, hx->submit_ns, &ha, hm);
-		if (hx->submit_ns && hs)
-			slice_add(sl, &n, PL_QEMU, "qemu_to_host", hx->submit_ns, hs, &ha, hm);
+		{
+			struct slice *k = NULL, *q = NULL;
+
+			if (hx->kick_ns && hx->submit_ns)
+				k = slice_add(sl, &n, PL_QEMU, "kick_to_qemu", hx->kick_ns, hx->submit_ns, &ha, hm);
+			if (hx->submit_ns && hs)
+				q = slice_add(sl, &n, PL_QEMU, "qemu_to_host", hx->submit_ns, hs, &ha, hm);
+			/* On the QEMU thread that submitted it: its I/O thread, or the main loop. */
+			if (hx->qemu_pid && hx->qemu_tid) {
+				uint64_t proc = process_track(p, hm, hx->qemu_pid, hx->kick_ns ?: hx->submit_ns);
+
+				if (k) {
+					k->proc = proc;
+					k->tid = hx->qemu_tid;
+				}
+				if (q) {
+					q->proc = proc;
+					q->tid = hx->qemu_tid;
+				}
+			}
+		}
 		/* Time order, stable: at a tie the guest's slice (added first) comes first. */
 		for (int i = 1; i < n; i++) {
 			struct slice t = sl[i];
@@ -722,6 +797,9 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 
 		if (s->ring) {
 			track = ring_track(p, s);
+		} else if (s->proc) {
+			track = thread_lane(p, s->proc, s->layer == PL_QEMU ? 'q' : 'h', s->tid,
+					    s->layer == PL_QEMU ? "qemu thread" : "host I/O thread", s->begin, s->end);
 		} else {
 			int lane = lane_pick(p, s->m, s->layer, s->begin, s->end);
 

@@ -38,6 +38,7 @@ struct perfetto_host {
 	const char *machine;	/* the host's machine track ("host") */
 	const char *match;	/* the key that matched: "gpa" or "sector" */
 	uint32_t qemu_pid;
+	uint32_t qemu_tid;	/* the QEMU thread that submitted it; 0 when unknown */
 	uint64_t gpa;		/* virtio-blk request header address (the key), 0 when unknown */
 	uint64_t kick_ns;	/* the guest handed the request to the device */
 	uint64_t submit_ns;	/* QEMU submitted it to its backend */

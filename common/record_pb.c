@@ -16,6 +16,10 @@ void record_to_pb(const struct iot_record *r, Iotracer__Record *m, uint64_t *ts_
 	m->offcpu_ns = r->offcpu_ns;
 	m->user_data = r->user_data;
 	m->virtio_hdr_gpa = r->vq_gpa;
+	m->uring_ctx = r->uring_ctx;
+	m->uring_req = r->uring_req;
+	m->uring_link = r->uring_link;
+	m->cqe_seq = r->cqe_seq;
 	m->result = r->result;
 	m->pid = r->pid;
 	m->tid = r->tid;
@@ -56,6 +60,10 @@ int record_from_pb(const Iotracer__Record *m, struct iot_record *ret)
 	r.offcpu_ns = m->offcpu_ns;
 	r.user_data = m->user_data;
 	r.vq_gpa = m->virtio_hdr_gpa;
+	r.uring_ctx = m->uring_ctx;
+	r.uring_req = m->uring_req;
+	r.uring_link = m->uring_link;
+	r.cqe_seq = m->cqe_seq;
 	r.result = m->result;
 	r.pid = m->pid;
 	r.tid = m->tid;

@@ -66,7 +66,7 @@ struct hio {
 struct qreq {
 	uint32_t gen;
 	bool used, matched;
-	uint32_t pid;
+	uint32_t pid, tid;		/* tid: the QEMU thread that submitted it */
 	uint32_t op, head;
 	uint64_t gpa, sector, len, submit_ts, reqptr;
 	int32_t group;			/* the submit's first request (self for the first) */
@@ -344,6 +344,7 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		struct qreq *q = &c->q[k];
 
 		q->pid = e->pid;
+		q->tid = e->tid;
 		q->op = vblk_op(r->type);
 		q->head = r->head;
 		q->gpa = r->gpa;
@@ -866,6 +867,7 @@ static void emit(struct corr *c, struct held *h)
 		px.gpa = q->gpa;
 		px.kick_ns = guest_kick(r);
 		px.submit_ns = q->submit_ts;
+		px.qemu_tid = q->tid;
 		sbf(&js, ",\"qemu\":{\"head\":%u,\"gpa\":%" PRIu64 ",\"sector\":%" PRIu64 ",\"len\":%" PRIu64
 			",\"op\":\"%s\",\"submit_ns\":%" PRIu64 "}", q->head, q->gpa, q->sector, q->len,
 		    iot_op_name(q->op), q->submit_ts);

@@ -160,6 +160,11 @@ def check_trace(path, objs):
         # guest's and the host's slices may interleave; the flow must hold both sides.
         host = ("kick_to_qemu", "qemu_to_host", "host_io")
         check(all(n in names for n in host), "flow misses a host slice: %s" % names)
+        # QEMU's part on the track of the QEMU thread that submitted it, the host I/O on its thread's.
+        where = {perfetto_test.one(s[3], "name"): s[2] for s in sl}
+        check(where["kick_to_qemu"].startswith("qemu thread ") and where["qemu_to_host"].startswith("qemu thread "),
+              "QEMU slices on %s, %s" % (where["kick_to_qemu"], where["qemu_to_host"]))
+        check(where["host_io"].startswith("host I/O thread "), "host I/O slice on %s" % where["host_io"])
         check(any(n in names for n in ("syscall", "block")) and any(n in names for n in ("irq", "completion")),
               "flow misses the guest's side: %s" % names)
         good += 1

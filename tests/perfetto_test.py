@@ -353,12 +353,41 @@ def case_cut(args):
         subprocess.run(["rm", "-rf", d])
 
 
+def case_guest(args):
+    """A guest agent writes its own trace beside what it streams (here to a host that is not there)."""
+    d = tempfile.mkdtemp(prefix="iotracer-pf-")
+    path = os.path.join(d, "t.pftrace")
+    try:
+        with tt.loop_device() as (dev, _):
+            w, pid = tt.start_workload(args.iowork, "direct", dev, 12)
+            t = subprocess.Popen([args.iotracer, "--mode", "guest", "--connect", "unix:" + os.path.join(d, "nohost"),
+                                  "--pid", str(pid), "--perfetto", path], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            seen = 0
+            while seen < 10:
+                line = t.stderr.readline()
+                check(line, "iotracer --mode guest exited before tracing")
+                seen += "iotracer: layer" in line
+            ops = tt.finish_workload(w)
+            time.sleep(0.5)
+            t.send_signal(signal.SIGINT)
+            err = t.communicate(timeout=30)[1]
+            check(t.returncode == 0, "guest agent exited %d: %s" % (t.returncode, err))
+        flows, instants, tracks = analyse(decode(path))
+        for op in ops:
+            flow_of(flows, op)
+        print("guest trace: %d flows for %d requests; %s" % (len(flows), len(ops), err.strip().splitlines()[-1:]))
+    finally:
+        subprocess.run(["rm", "-rf", d])
+
+
 def case_cli(args):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "t.pftrace")
-        r = subprocess.run([args.iotracer, "--mode", "guest", "--perfetto", path], capture_output=True, text=True)
-        check(r.returncode == 2 and "--perfetto" in r.stderr, "guest --perfetto: rc %d %r" % (r.returncode, r.stderr))
-        check(not os.path.exists(path), "guest mode created the trace file")
+        r = subprocess.run([args.iotracer, "--mode", "guest", "--perfetto", path, "--summary"], capture_output=True,
+                           text=True)
+        check(r.returncode == 2 and "--summary" in r.stderr, "guest --summary: rc %d %r" % (r.returncode, r.stderr))
+        check(not os.path.exists(path), "a refused command line created the trace file")
         r = subprocess.run([args.iotracer, "--perfetto", os.path.join(d, "no", "such", "dir")], capture_output=True,
                            text=True)
         check(r.returncode == 1 and "cannot open" in r.stderr, "unwritable path: rc %d %r" % (r.returncode, r.stderr))
