@@ -115,9 +115,10 @@ def fio_run(ctl, disk, seconds):
     return job["iops"], job["total_ios"]
 
 
-def start_host(args, qpid, data, hout):
+def start_host(args, qpid, data, hout, summary=False):
     host = subprocess.Popen([args.iotracer, "--mode", "host", "--qemu-pid", str(qpid), "--listen", "serial:" + data,
-                             "--json", "-o", hout], stderr=subprocess.PIPE, text=True)
+                             "--json", "-o", hout] + (["--summary"] if summary else []), stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 60
     while not (os.path.exists(hout) and '"listening"' in open(hout).read()):
         if time.time() > deadline or host.poll() is not None:
@@ -127,15 +128,17 @@ def start_host(args, qpid, data, hout):
 
 
 def one_run(args, ctl, qpid, data, tmp, disk, mode):
-    """One fio run in a mode: off, host (host agent only), both (guest agent streaming to it)."""
+    """One fio run in a mode: off, host (host agent only), both (guest agent streaming to it), summary (both,
+    the host keeping histograms only)."""
     host = None
     hout = os.path.join(tmp, "host.json")
     if os.path.exists(hout):
         os.unlink(hout)
     base_id = max_prog_id()
+    joined = mode in ("both", "summary")
     if mode != "off":
-        host = start_host(args, qpid, data, hout)
-    if mode == "both" and ctl.cmd("agent-start " + disk) != "ready":
+        host = start_host(args, qpid, data, hout, summary=mode == "summary")
+    if joined and ctl.cmd("agent-start " + disk) != "ready":
         raise SystemExit("guest agent did not connect")
     rss = []
     stop = threading.Event()
@@ -162,7 +165,7 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
         res["bpf_us"] = (bpf_ns_since(base_id) - b0) / ios / 1e3
     stop.set()
     st.join()
-    if mode == "both":
+    if joined:
         ctl.cmd("agent-stop")
         time.sleep(1.5)
     if host:
@@ -206,7 +209,7 @@ def main():
            "--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0", "--", GUEST]
     guest = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     threading.Thread(target=guest.communicate, daemon=True).start()
-    modes = ("off", "host", "both")
+    modes = ("off", "host", "both", "summary")
     res = {}
     try:
         ctl = Ctl(ctlp)
@@ -235,7 +238,8 @@ def main():
              "modes interleaved; medians. Explained in docs/benchmarks.md." % (
                  time.strftime("%Y-%m-%d %H:%M"), os.uname().release, os.cpu_count(), args.rounds, args.seconds), "",
              "Modes: off (nothing traced), host (the host agent traces QEMU and the host kernel beneath it), both "
-             "(and the guest agent streams every request to it, which the host joins).", "",
+             "(and the guest agent streams every request to it, which the host joins and writes as JSON lines), summary "
+             "(the same, the host keeping only the per-segment histograms: `--summary`).", "",
              "| disk | mode | guest IOPS | vs off | QEMU CPU per request (us) | host agent CPU per request (us) | "
              "BPF per request (us) | uprobe hits per request | matched (gpa) | with host I/O | host agent RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -250,8 +254,8 @@ def main():
                 "%.2f" % med(label, mode, "agent_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "bpf_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "hits") if mode != "off" else "-",
-                "%d of %d" % (matched, total) if mode == "both" else "-",
-                "%d" % sum(r.get("with_host_io", 0) for r in rs) if mode == "both" else "-",
+                "%d of %d" % (matched, total) if mode in ("both", "summary") else "-",
+                "%d" % sum(r.get("with_host_io", 0) for r in rs) if mode in ("both", "summary") else "-",
                 "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-"))
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -602,6 +602,7 @@ static int run_host(struct cli *c)
 	struct output_opts oopts = { .sz = sizeof(oopts) };
 	struct host_opts h = { .nlisten = c->nlisten, .json = c->json, .duration_s = c->duration_s,
 			       .stop = &stop, .trace_qemu = !c->no_qemu, .summary = c->summary,
+			       .summary_only = c->summary_only,
 			       .nqemu_pids = c->nqemu_pids, .verbose = verbose };
 	FILE *of = stdout;
 	int err, pfd = -1;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "output.h"
+#include "sbuf.h"
 
 struct output {
 	struct output_opts opts;
@@ -70,83 +71,6 @@ size_t json_escape(const char *s, size_t n, char *buf, size_t len)
 	}
 	buf[w] = 0;
 	return w;
-}
-
-/* snprintf that appends and never overruns; tracks the would-be length. */
-struct sbuf {
-	char *p;
-	size_t len, w;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(b->w < b->len ? b->p + b->w : NULL, b->w < b->len ? b->len - b->w : 0, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		b->w += n;
-}
-
-/*
- * JSON is the format a program reads at full rate, so it is built with plain
- * appends: a printf per field cost more than everything the kernel side does
- * for the request.
- */
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->w + n < b->len)
-		memcpy(b->p + b->w, s, n);
-	b->w += n;
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
-#define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
-
-static void sb_u64(struct sbuf *b, uint64_t v)
-{
-	char tmp[20];
-	int n = 0;
-
-	do {
-		tmp[sizeof(tmp) - 1 - n++] = '0' + v % 10;
-		v /= 10;
-	} while (v);
-	sb_put(b, tmp + sizeof(tmp) - n, n);
-}
-
-static void sb_i64(struct sbuf *b, int64_t v)
-{
-	if (v < 0) {
-		SB_LIT(b, "-");
-		sb_u64(b, -(uint64_t)v);
-	} else {
-		sb_u64(b, v);
-	}
-}
-
-/* ,"key":value */
-static void sb_kv_u64(struct sbuf *b, const char *key, uint64_t v)
-{
-	SB_LIT(b, ",\"");
-	sb_str(b, key);
-	SB_LIT(b, "\":");
-	sb_u64(b, v);
-}
-
-static void sb_kv_str(struct sbuf *b, const char *key, const char *v)
-{
-	SB_LIT(b, ",\"");
-	sb_str(b, key);
-	SB_LIT(b, "\":\"");
-	sb_str(b, v);
-	SB_LIT(b, "\"");
 }
 
 static void flag_names(const struct iot_record *r, struct sbuf *b, bool json)

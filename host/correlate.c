@@ -22,6 +22,7 @@
 #include "correlate.h"
 #include "hist.h"
 #include "names.h"
+#include "sbuf.h"
 
 /*
  * Windows: at 12,000 guest requests/s, 16,384 QEMU requests are over a
@@ -34,6 +35,7 @@
 #define HOLD_MAX (1u << 13)		/* guest records waiting */
 #define HB_BITS 14
 #define HB_MAX (1u << HB_BITS)		/* hash buckets per index */
+#define DRAIN_SLACK_NS 2000000ULL	/* ring buffer records committed out of order, clock error */
 #define GROUP_BACK_MAX 8		/* backend calls one submit may make (qcow2 splits at clusters) */
 #define FDCACHE_MAX 256
 #define UNRESOLVED_MAX 1024		/* native backend calls whose disk sector is not known yet */
@@ -148,6 +150,7 @@ struct corr {
 	int nunresolved;
 	struct corr_stats st;
 	struct hist seg[VS_MAX];
+	uint64_t drained_ns;		/* every QEMU event and host record from before this is in */
 };
 
 static uint32_t mix(uint64_t a, uint64_t b, uint64_t c)
@@ -824,7 +827,7 @@ static const char *hio_what(const struct hio *h, char *buf, size_t len)
 	return buf;
 }
 
-static void seg_add(struct corr *c, struct sb *js, struct sb *tx, int s, uint64_t from, uint64_t to)
+static void seg_add(struct corr *c, struct sbuf *js, struct sb *tx, int s, uint64_t from, uint64_t to)
 {
 	int64_t ns;
 
@@ -832,15 +835,33 @@ static void seg_add(struct corr *c, struct sb *js, struct sb *tx, int s, uint64_
 		return;
 	ns = (int64_t)(to - from);
 	hist_add(&c->seg[s], ns > 0 ? ns : 0);
-	sbf(js, "%s{\"seg\":\"%s\",\"ns\":%" PRId64 "}", js->len && js->p[js->len - 1] == '[' ? "" : ",",
-	    vseg_names[s], ns);
+	if (js) {
+		if (js->w && js->w <= js->len && js->p[js->w - 1] != '[')
+			SB_LIT(js, ",");
+		SB_LIT(js, "{\"seg\":\"");
+		sb_str(js, vseg_names[s]);
+		SB_LIT(js, "\",\"ns\":");
+		sb_i64(js, ns);
+		SB_LIT(js, "}");
+	}
 	sbf(tx, " %s %.1f", vseg_names[s], ns / 1e3);
 }
 
+static const char *const backend_names[] = {
+	[IOT_QB_THREADS] = "threads", [IOT_QB_URING] = "io_uring", [IOT_QB_NATIVE] = "native",
+};
+
+/*
+ * One guest record, joined: written as the guest's record plus a "host"
+ * object (JSON, built with plain appends: this runs for every guest request)
+ * or a "| host: ..." tail (text).
+ */
 static void emit(struct corr *c, struct held *h)
 {
 	static char jbuf[8192], tbuf[2048];
-	struct sb js = { jbuf, 0, sizeof(jbuf), !c->o.json }, tx = { tbuf, 0, sizeof(tbuf), c->o.json };
+	struct sbuf jb = { jbuf, sizeof(jbuf), 0 };
+	struct sbuf *js = c->o.json && !c->o.summary_only ? &jb : NULL;
+	struct sb tx = { tbuf, 0, sizeof(tbuf), c->o.json || c->o.summary_only };
 	const struct iot_record *r = &h->r;
 	enum corr_reason why = h->reason;
 	bool matched = why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR;
@@ -848,14 +869,17 @@ static void emit(struct corr *c, struct held *h)
 	bool joined = false;
 
 	c->st.guest[why]++;
-	sbf(&js, "\"host\":{\"match\":\"%s\"", matched ? corr_reason_name(why) : "none");
-	if (!matched) {
-		sbf(&js, ",\"reason\":\"%s\"", corr_reason_name(why));
-		if (why != CORR_NOT_VIRTIO)
-			sbf(&tx, "| host: unmatched (%s)", reason_text(why));
+	if (js) {
+		SB_LIT(js, "\"host\":{\"match\":\"");
+		sb_str(js, matched ? corr_reason_name(why) : "none");
+		SB_LIT(js, "\"");
+		if (!matched)
+			sb_kv_str(js, "reason", corr_reason_name(why));
+		if (h->pid)
+			sb_kv_u64(js, "qemu_pid", h->pid);
 	}
-	if (h->pid)
-		sbf(&js, ",\"qemu_pid\":%u", h->pid);
+	if (!matched && why != CORR_NOT_VIRTIO)
+		sbf(&tx, "| host: unmatched (%s)", reason_text(why));
 	if (matched && h->q != NO_IDX && c->q[h->q].gen == h->qgen) {
 		const struct qreq *q = &c->q[h->q];
 		const struct qreq *g = &c->q[q->group];
@@ -868,10 +892,16 @@ static void emit(struct corr *c, struct held *h)
 		px.kick_ns = guest_kick(r);
 		px.submit_ns = q->submit_ts;
 		px.qemu_tid = q->tid;
-		sbf(&js, ",\"qemu\":{\"head\":%u,\"gpa\":%" PRIu64 ",\"sector\":%" PRIu64 ",\"len\":%" PRIu64
-			",\"op\":\"%s\",\"submit_ns\":%" PRIu64 "}", q->head, q->gpa, q->sector, q->len,
-		    iot_op_name(q->op), q->submit_ts);
-		sbf(&js, ",\"host_io\":[");
+		if (js) {
+			SB_LIT(js, ",\"qemu\":{\"head\":");
+			sb_u64(js, q->head);
+			sb_kv_u64(js, "gpa", q->gpa);
+			sb_kv_u64(js, "sector", q->sector);
+			sb_kv_u64(js, "len", q->len);
+			sb_kv_str(js, "op", iot_op_name(q->op));
+			sb_kv_u64(js, "submit_ns", q->submit_ts);
+			SB_LIT(js, "},\"host_io\":[");
+		}
 		if (g->gen == q->group_gen) {
 			for (int i = 0; i < g->nback; i++) {
 				const struct back *b = &c->b[g->back[i]];
@@ -879,23 +909,34 @@ static void emit(struct corr *c, struct held *h)
 
 				if (b->gen != g->back_gen[i] || !b->h.start)
 					continue;
+				hio_what(&b->h, what, sizeof(what));
 				if (px.nio < PERFETTO_HOST_IO_MAX)
 					px.io[px.nio++] = (struct perfetto_host_io){
 						.start_ns = b->h.start, .end_ns = b->h.end, .offset = b->offset,
 						.len = b->bytes, .sector = b->h.sector, .tid = b->h.tid,
 						.call = b->h.kind == IOT_KIND_SYSCALL ? iot_syscall_name(b->h.syscall) :
 							b->h.kind == IOT_KIND_URING ? "io_uring" : iot_kind_name(b->h.kind) };
-				sbf(&js, "%s{\"kind\":\"%s\",\"call\":\"%s\",\"backend\":\"%s\",\"tid\":%u,\"inode\":%"
-					PRIu64 ",\"offset\":%" PRIu64 ",\"len\":%" PRIu64 ",\"start_ns\":%" PRIu64
-					",\"end_ns\":%" PRIu64, nh ? "," : "", iot_kind_name(b->h.kind),
-				    hio_what(&b->h, what, sizeof(what)),
-				    b->kind == IOT_QB_THREADS ? "threads" : b->kind == IOT_QB_URING ? "io_uring" : "native",
-				    b->h.tid, b->ino, b->offset, b->bytes, b->h.start, b->h.end);
-				if (b->h.sector != IOT_UNKNOWN_U64)
-					sbf(&js, ",\"sector\":%" PRIu64, b->h.sector);
-				if (b->h.dev_issue && b->h.dev_complete)
-					sbf(&js, ",\"device_ns\":%" PRIu64, b->h.dev_complete - b->h.dev_issue);
-				sbf(&js, "}");
+				if (js) {
+					if (nh)
+						SB_LIT(js, ",");
+					SB_LIT(js, "{\"kind\":\"");
+					sb_str(js, iot_kind_name(b->h.kind));
+					SB_LIT(js, "\"");
+					sb_kv_str(js, "call", what);
+					sb_kv_str(js, "backend", b->kind < sizeof(backend_names) / sizeof(backend_names[0]) &&
+						  backend_names[b->kind] ? backend_names[b->kind] : "native");
+					sb_kv_u64(js, "tid", b->h.tid);
+					sb_kv_u64(js, "inode", b->ino);
+					sb_kv_u64(js, "offset", b->offset);
+					sb_kv_u64(js, "len", b->bytes);
+					sb_kv_u64(js, "start_ns", b->h.start);
+					sb_kv_u64(js, "end_ns", b->h.end);
+					if (b->h.sector != IOT_UNKNOWN_U64)
+						sb_kv_u64(js, "sector", b->h.sector);
+					if (b->h.dev_issue && b->h.dev_complete)
+						sb_kv_u64(js, "device_ns", b->h.dev_complete - b->h.dev_issue);
+					SB_LIT(js, "}");
+				}
 				if (!nh++)
 					sbf(&tx, "| host:");
 				sbf(&tx, " %s@%" PRIu64 "+%" PRIu64, what, b->offset, b->bytes);
@@ -906,26 +947,32 @@ static void emit(struct corr *c, struct held *h)
 				de = b->h.dev_complete > de ? b->h.dev_complete : de;
 			}
 		}
-		sbf(&js, "]");
+		if (js)
+			SB_LIT(js, "],\"split_ns\":[");
 		if (nh)
 			c->st.with_host_io++;
 		else
 			sbf(&tx, "| host: matched (%s), no host I/O seen", corr_reason_name(why));
-		sbf(&js, ",\"split_ns\":[");
-		seg_add(c, &js, &tx, VS_GUEST_ISSUE, first_ts(r), guest_kick(r));
-		seg_add(c, &js, &tx, VS_KICK_QEMU, guest_kick(r), q->submit_ts);
-		seg_add(c, &js, &tx, VS_QEMU_HOST, q->submit_ts, hs);
-		seg_add(c, &js, &tx, VS_HOST_IO, hs, he);
+		seg_add(c, js, &tx, VS_GUEST_ISSUE, first_ts(r), guest_kick(r));
+		seg_add(c, js, &tx, VS_KICK_QEMU, guest_kick(r), q->submit_ts);
+		seg_add(c, js, &tx, VS_QEMU_HOST, q->submit_ts, hs);
+		seg_add(c, js, &tx, VS_HOST_IO, hs, he);
 		if (ds && de)
-			seg_add(c, &js, &tx, VS_HOST_DEVICE, ds, de);
-		seg_add(c, &js, &tx, VS_HOST_GUEST_IRQ, he, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE]);
-		seg_add(c, &js, &tx, VS_GUEST_DONE, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE],
+			seg_add(c, js, &tx, VS_HOST_DEVICE, ds, de);
+		seg_add(c, js, &tx, VS_HOST_GUEST_IRQ, he, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE]);
+		seg_add(c, js, &tx, VS_GUEST_DONE, r->ts[IOT_TS_IRQ] ? r->ts[IOT_TS_IRQ] : r->ts[IOT_TS_RQ_COMPLETE],
 			last_ts(r));
 		hist_add(&c->seg[VS_TOTAL], last_ts(r) - first_ts(r));
-		sbf(&js, "]");
+		if (js)
+			SB_LIT(js, "]");
 	}
-	sbf(&js, ",\"clock_uncertainty_ns\":%" PRIu64 "}", h->unc);
-	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, js.len ? jbuf : NULL, tx.len ? tbuf : NULL);
+	if (js) {
+		sb_kv_u64(js, "clock_uncertainty_ns", h->unc);
+		SB_LIT(js, "}");
+		/* Bounded by the backend calls a request can have: never cut here, and never overrun. */
+		jbuf[js->w < sizeof(jbuf) ? js->w : sizeof(jbuf) - 1] = 0;
+	}
+	output__record_src_ext(c->o.out, r, h->guest, h->guest_clock, js ? jbuf : NULL, tx.len ? tbuf : NULL);
 	if (c->o.pf) {
 		if (joined)
 			perfetto__record_host(c->o.pf, r, h->guest, h->guest_clock, &px);
@@ -940,8 +987,15 @@ static bool host_side_done(const struct corr *c, const struct held *h)
 	const struct qreq *q = &c->q[h->q];
 	const struct qreq *g = &c->q[q->group];
 
-	if (q->gen != h->qgen || g->gen != q->group_gen || !g->nback)
+	if (q->gen != h->qgen || g->gen != q->group_gen)
 		return false;
+	/*
+	 * No backend call: QEMU makes them before it completes the request, so
+	 * once every event from before the guest saw it complete has been read,
+	 * there is none to wait for (a null-co drive, an emulated error).
+	 */
+	if (!g->nback)
+		return !h->guest_clock && c->drained_ns > last_ts(&h->r) + h->unc + DRAIN_SLACK_NS;
 	for (int i = 0; i < g->nback; i++)
 		if (c->b[g->back[i]].gen != g->back_gen[i] || !c->b[g->back[i]].linked)
 			return false;
@@ -994,6 +1048,11 @@ static void force_oldest(struct corr *c, enum corr_reason why)
 	if (h->reason == CORR_NO_QEMU_REQ)
 		h->reason = why;
 	pop_held(c);
+}
+
+void corr_drained(struct corr *c, uint64_t ts)
+{
+	c->drained_ns = ts;
 }
 
 void corr_tick(struct corr *c, uint64_t now)

@@ -31,6 +31,7 @@ struct corr_opts {
 	FILE *of;		/* events and the summary */
 	struct perfetto *pf;	/* joined records as Perfetto slices too; NULL: off */
 	bool json;
+	bool summary_only;	/* nothing per request is printed: join and count, format nothing */
 	uint64_t hold_ns;	/* how long a guest request waits for its host side */
 };
 
@@ -69,6 +70,8 @@ void corr_host_record(struct corr *c, const struct iot_record *r);
  */
 void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest_clock, uint64_t unc_ns,
 		       const struct iot_record *r);
+/* Every QEMU event and host kernel record from before ts (CLOCK_MONOTONIC) has been passed in. */
+void corr_drained(struct corr *c, uint64_t ts);
 /* Writes out the guest records that are resolved, or waited long enough. */
 void corr_tick(struct corr *c, uint64_t now_ns);
 /* At exit: writes out everything held. */

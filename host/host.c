@@ -331,7 +331,8 @@ static int vm_of_guest(struct host *h, const char *id)
 static int qemu_layer_start(struct host *h)
 {
 	struct tracer_opts topts = { .sz = sizeof(topts) };
-	struct corr_opts copts = { .out = h->o->out, .of = h->o->of, .json = h->o->json, .pf = h->o->pf };
+	struct corr_opts copts = { .out = h->o->out, .of = h->o->of, .json = h->o->json, .pf = h->o->pf,
+				   .summary_only = h->o->summary_only };
 	char errbuf[256];
 	int r;
 
@@ -383,11 +384,14 @@ static int qemu_layer_start(struct host *h)
 /* Reads what the probes and the host kernel reported, QEMU's side first (a backend call precedes its I/O). */
 static void qemu_layer_pump(struct host *h, uint64_t now)
 {
+	uint64_t t0 = chan_now_ns();
+
 	if (!h->corr)
 		return;
 	for (int i = 0; i < h->nqt; i++)
 		qemu_tracer__consume(h->qt[i]);
 	tracer__flush(h->kt);
+	corr_drained(h->corr, t0);
 	corr_tick(h->corr, now);
 	if (h->o->pf)
 		perfetto__flush(h->o->pf);

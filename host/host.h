@@ -24,6 +24,7 @@ struct host_opts {
 	/* The qemu layer and the host kernel beneath QEMU (needs root). */
 	bool trace_qemu;
 	bool summary;		/* the guest-to-host segments at exit */
+	bool summary_only;	/* --summary without --requests: no record is printed */
 	int qemu_pids[16];	/* --qemu-pid: these must be traced, or the agent stops */
 	int nqemu_pids;
 	bool verbose;
