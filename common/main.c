@@ -50,6 +50,7 @@ struct cli {
 	int qemu_pids[16];
 	int nqemu_pids;
 	bool no_qemu;
+	bool layers_given;	/* -L was given (host mode takes only that among the tracing options) */
 };
 
 static const char usage_text[] =
@@ -102,7 +103,9 @@ static const char usage_text[] =
 "  -L, --layers LIST      comma-separated layers to trace (default: all available):\n"
 "                         syscall,fs,pagecache,sched,block,nvme,scsi,virtio,\n"
 "                         io_uring,aio; a layer named here that the kernel\n"
-"                         cannot serve is an error\n"
+"                         cannot serve is an error. In host mode, the host\n"
+"                         kernel layers under QEMU (default: those the join\n"
+"                         reads: syscall,block,nvme,scsi,virtio,io_uring,aio)\n"
 "\n"
 "Output:\n"
 "  -j, --json             JSON lines (schema in docs/json-schema.md)\n"
@@ -228,7 +231,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "version", no_argument, NULL, 'V' },
 		{}
 	};
-	bool requests = false, has_queue = false;
+	bool requests = false, has_queue = false, tracing_opts;
 	char aerr[300];
 	const char *bad;
 	uint32_t mask;
@@ -290,6 +293,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 				die_usage("--layers: unknown layer '%s' (known: syscall, fs, pagecache, sched, block, "
 					  "nvme, scsi, virtio, io_uring, aio, all)", bad);
 			c->topts.layers = mask;
+			c->layers_given = true;
 			/* Naming 'all' asks for whatever is available; naming a layer demands it. */
 			if (strcmp(optarg, "all"))
 				c->topts.layers_explicit = mask;
@@ -387,10 +391,11 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		die_usage("--mode aio has options of its own and comes first: iotracer aio --help");
 	if (strcmp(c->mode, "standalone") && strcmp(c->mode, "guest") && strcmp(c->mode, "host"))
 		die_usage("--mode: unknown mode '%s' (standalone, guest, host)", c->mode);
-	c->has_filter = c->topts.pid || c->topts.tid || c->topts.comm || c->topts.cgroup_id || c->topts.dev ||
-			c->topts.ino || c->topts.dir_ino || c->topts.min_ns || c->topts.sample_n ||
-			c->topts.layers_explicit || c->topts.no_fentry || c->topts.no_kprobe ||
-			c->topts.ringbuf_bytes || c->list_layers;
+	/* Options of the tracing itself (host mode takes only --layers among them). */
+	tracing_opts = c->topts.pid || c->topts.tid || c->topts.comm || c->topts.cgroup_id || c->topts.dev ||
+		       c->topts.ino || c->topts.dir_ino || c->topts.min_ns || c->topts.sample_n ||
+		       c->topts.no_fentry || c->topts.no_kprobe || c->topts.ringbuf_bytes || c->list_layers;
+	c->has_filter = tracing_opts || c->topts.layers_explicit;
 	if (c->has_connect && strcmp(c->mode, "guest"))
 		die_usage("--connect is for --mode guest");
 	if (has_queue && strcmp(c->mode, "guest"))
@@ -412,9 +417,12 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->queue_bytes = 2048 * 1024;
 	}
 	if (!strcmp(c->mode, "host")) {
-		if (c->has_filter)
-			die_usage("--mode host: filters and layer options apply where the tracing happens; "
-				  "give them to the guest agents");
+		/* --layers picks the host kernel layers under QEMU; filters belong to the guests. */
+		if (tracing_opts)
+			die_usage("--mode host: filters apply where the tracing happens; give them to the guest "
+				  "agents (--layers picks the host kernel layers under QEMU)");
+		if (c->no_qemu && c->layers_given)
+			die_usage("--layers picks what is traced under QEMU: not with --no-qemu");
 		if (!c->nlisten) {
 			c->listen[0] = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
 							  .port = IOT_DEFAULT_PORT };
@@ -603,6 +611,8 @@ static int run_host(struct cli *c)
 	struct host_opts h = { .nlisten = c->nlisten, .json = c->json, .duration_s = c->duration_s,
 			       .stop = &stop, .trace_qemu = !c->no_qemu, .summary = c->summary,
 			       .summary_only = c->summary_only,
+			       .layers = c->layers_given ? c->topts.layers : 0,
+			       .layers_explicit = c->topts.layers_explicit,
 			       .nqemu_pids = c->nqemu_pids, .verbose = verbose };
 	FILE *of = stdout;
 	int err, pfd = -1;

@@ -25,6 +25,12 @@ struct host_opts {
 	bool trace_qemu;
 	bool summary;		/* the guest-to-host segments at exit */
 	bool summary_only;	/* --summary without --requests: no record is printed */
+	/*
+	 * Host kernel layers under QEMU (enum iot_layer bits); 0: what the join
+	 * uses (system calls, io_uring, AIO, block and device). layers_explicit:
+	 * the ones the user named, which must work.
+	 */
+	uint32_t layers, layers_explicit;
 	int qemu_pids[16];	/* --qemu-pid: these must be traced, or the agent stops */
 	int nqemu_pids;
 	bool verbose;
