@@ -42,6 +42,28 @@ typedef Perfetto__Protos__TracePacket Packet;
 typedef Perfetto__Protos__TrackEvent Event;
 typedef Perfetto__Protos__TrackDescriptor Desc;
 typedef Perfetto__Protos__DebugAnnotation Ann;
+typedef Perfetto__Protos__InternedData Interned;
+typedef Perfetto__Protos__EventName EvName;
+typedef Perfetto__Protos__DebugAnnotationName AnnName;
+typedef Perfetto__Protos__InternedString IStr;
+
+/*
+ * Interning: event and annotation names are sent once, in an InternedData
+ * packet, then referred to by iid. The tables are bounded; a name that does
+ * not fit (table full, or too long) is written inline as before.
+ */
+#define INTERN_SLOTS 512
+#define INTERN_NAME 48
+#define PENDING_MAX (ANN_MAX + 2)
+
+struct intern_table {
+	struct {
+		uint64_t iid;		/* 0: free */
+		char name[INTERN_NAME];
+	} e[INTERN_SLOTS];
+	uint64_t next;
+	int used;
+};
 
 enum player { PL_SYSCALL, PL_FS, PL_BLOCK, PL_DEVICE, PL_VIRTIO, PL_QEMU, PL_HOST_IO, PL_MAX };
 static const char *const player_names[PL_MAX] = {
@@ -93,6 +115,12 @@ struct perfetto {
 	/* Lanes of per-thread tracks (a QEMU thread's qemu and host I/O slices), by their first lane's uuid. */
 	struct { uint64_t uuid; struct lanes l; } tl[TLANES_MAX];
 	int ntl, tl_evict;
+	struct intern_table ev_names, ann_names, str_values;
+	/* Names interned for the event being written, sent just before it. */
+	EvName pend_ev[PENDING_MAX];
+	AnnName pend_ann[PENDING_MAX];
+	IStr pend_str[PENDING_MAX];
+	int npend_ev, npend_ann, npend_str;
 	/* Where each link arrow leaves: (ring, request) -> begin of that request's last slice. */
 	struct { uint64_t ctx, req, ts; } links[1u << LINKS_BITS];
 	struct perfetto_stats st;
@@ -181,6 +209,117 @@ static size_t put_varint(uint8_t *o, uint64_t v)
 	return n;
 }
 
+static void put_packet(struct perfetto *p, Packet *pk, uint64_t ts);
+
+enum intern_kind { IK_EVENT, IK_ANN, IK_STR };
+
+/* The iid of name in t, queuing its definition when new; 0 when it is not interned. */
+static uint64_t intern(struct perfetto *p, struct intern_table *t, const char *name, enum intern_kind kind)
+{
+	int *npend = kind == IK_EVENT ? &p->npend_ev : kind == IK_ANN ? &p->npend_ann : &p->npend_str;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t len = strlen(name);
+	uint32_t i;
+
+	if (len >= INTERN_NAME)
+		return 0;
+	for (const char *c = name; *c; c++)
+		h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
+	for (i = h % INTERN_SLOTS; t->e[i].iid; i = (i + 1) % INTERN_SLOTS)
+		if (!strcmp(t->e[i].name, name))
+			return t->e[i].iid;
+	/* Kept below three quarters full, so that a lookup ends soon. */
+	if (t->used >= INTERN_SLOTS * 3 / 4 || *npend == PENDING_MAX)
+		return 0;
+	memcpy(t->e[i].name, name, len + 1);
+	t->e[i].iid = ++t->next;
+	t->used++;
+	if (kind == IK_EVENT) {
+		EvName *n = &p->pend_ev[(*npend)++];
+
+		*n = (EvName)PERFETTO__PROTOS__EVENT_NAME__INIT;
+		n->has_iid = 1;
+		n->iid = t->e[i].iid;
+		n->name = t->e[i].name;
+	} else if (kind == IK_ANN) {
+		AnnName *n = &p->pend_ann[(*npend)++];
+
+		*n = (AnnName)PERFETTO__PROTOS__DEBUG_ANNOTATION_NAME__INIT;
+		n->has_iid = 1;
+		n->iid = t->e[i].iid;
+		n->name = t->e[i].name;
+	} else {
+		IStr *n = &p->pend_str[(*npend)++];
+
+		*n = (IStr)PERFETTO__PROTOS__INTERNED_STRING__INIT;
+		n->has_iid = 1;
+		n->iid = t->e[i].iid;
+		n->has_str = 1;
+		n->str.data = (uint8_t *)t->e[i].name;
+		n->str.len = len;
+	}
+	return t->e[i].iid;
+}
+
+/* Replaces an event's names by iids (annotations are shared by a request's slices: once). */
+static void intern_event(struct perfetto *p, Event *ev)
+{
+	uint64_t iid;
+
+	if (ev->name && (iid = intern(p, &p->ev_names, ev->name, IK_EVENT))) {
+		ev->has_name_iid = 1;
+		ev->name_iid = iid;
+		ev->name = NULL;
+	}
+	for (size_t i = 0; i < ev->n_debug_annotations; i++) {
+		Ann *a = ev->debug_annotations[i];
+
+		if (a->name && (iid = intern(p, &p->ann_names, a->name, IK_ANN))) {
+			a->has_name_iid = 1;
+			a->name_iid = iid;
+			a->name = NULL;
+		}
+		/* String values repeat too (command names, calls, devices, machines). */
+		if (a->value_case == PERFETTO__PROTOS__DEBUG_ANNOTATION__VALUE_STRING_VALUE &&
+		    (iid = intern(p, &p->str_values, a->string_value, IK_STR))) {
+			a->value_case = PERFETTO__PROTOS__DEBUG_ANNOTATION__VALUE_STRING_VALUE_IID;
+			a->string_value_iid = iid;
+		}
+	}
+}
+
+/* A track event: its new names first, in a packet of their own (a packet may be dropped as too big). */
+static void put_event(struct perfetto *p, Packet *pk, uint64_t ts)
+{
+	intern_event(p, pk->track_event);
+	if (p->npend_ev || p->npend_ann || p->npend_str) {
+		Packet ip = PERFETTO__PROTOS__TRACE_PACKET__INIT;
+		Interned id = PERFETTO__PROTOS__INTERNED_DATA__INIT;
+		EvName *pe[PENDING_MAX];
+		AnnName *pa[PENDING_MAX];
+		IStr *ps[PENDING_MAX];
+
+		for (int i = 0; i < p->npend_ev; i++)
+			pe[i] = &p->pend_ev[i];
+		for (int i = 0; i < p->npend_ann; i++)
+			pa[i] = &p->pend_ann[i];
+		for (int i = 0; i < p->npend_str; i++)
+			ps[i] = &p->pend_str[i];
+		id.n_event_names = p->npend_ev;
+		id.event_names = pe;
+		id.n_debug_annotation_names = p->npend_ann;
+		id.debug_annotation_names = pa;
+		id.n_debug_annotation_string_values = p->npend_str;
+		id.debug_annotation_string_values = ps;
+		ip.interned_data = &id;
+		put_packet(p, &ip, ts);
+		p->npend_ev = p->npend_ann = p->npend_str = 0;
+	}
+	pk->has_sequence_flags = 1;
+	pk->sequence_flags = PERFETTO__PROTOS__TRACE_PACKET__SEQUENCE_FLAGS__SEQ_NEEDS_INCREMENTAL_STATE;
+	put_packet(p, pk, ts);
+}
+
 /* Appends one Trace.packet field (tag, length, TracePacket). */
 static void put_packet(struct perfetto *p, Packet *pk, uint64_t ts)
 {
@@ -194,7 +333,7 @@ static void put_packet(struct perfetto *p, Packet *pk, uint64_t ts)
 	if (!p->started) {
 		/* Nothing on this sequence depends on earlier state: say so once, up front. */
 		pk->has_sequence_flags = 1;
-		pk->sequence_flags = PERFETTO__PROTOS__TRACE_PACKET__SEQUENCE_FLAGS__SEQ_INCREMENTAL_STATE_CLEARED;
+		pk->sequence_flags |= PERFETTO__PROTOS__TRACE_PACKET__SEQUENCE_FLAGS__SEQ_INCREMENTAL_STATE_CLEARED;
 	}
 	n = perfetto__protos__trace_packet__get_packed_size(pk);
 	if (n > PACKET_MAX) {
@@ -785,7 +924,7 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 		ev.n_debug_annotations = ra.n;
 		ev.debug_annotations = ra.pa;
 		pk.track_event = &ev;
-		put_packet(p, &pk, first);
+		put_event(p, &pk, first);
 	}
 
 	flow = ++p->next_flow;
@@ -837,7 +976,7 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 			}
 		}
 		pk.track_event = &ev;
-		put_packet(p, &pk, s->begin);
+		put_event(p, &pk, s->begin);
 
 		pk = (Packet)PERFETTO__PROTOS__TRACE_PACKET__INIT;
 		ev = (Event)PERFETTO__PROTOS__TRACK_EVENT__INIT;
@@ -892,7 +1031,7 @@ static void emit_reap(struct perfetto *p, const struct iot_record *r, const char
 		ev.n_terminating_flow_ids = k;
 		ev.terminating_flow_ids = ids;
 		pk.track_event = &ev;
-		put_packet(p, &pk, ts);
+		put_event(p, &pk, ts);
 	}
 }
 

@@ -64,7 +64,36 @@ def decode(path):
         r = subprocess.run(["protoc", "--decode=perfetto.protos.Trace", "-I", PROTO_DIR, PROTO], stdin=f,
                            capture_output=True)
     check(r.returncode == 0, "protoc cannot decode %s: %s" % (path, r.stderr.decode()[-500:]))
-    return parse_text(r.stdout.decode()).get("packet", [])
+    return resolve_interned(parse_text(r.stdout.decode()).get("packet", []))
+
+
+def resolve_interned(packets):
+    """Puts interned event and annotation names back in place, checking each was defined before its use."""
+    ev_names, ann_names, str_values = {}, {}, {}
+    for i, p in enumerate(packets):
+        for idata in p.get("interned_data", []):
+            for n in idata.get("event_names", []):
+                ev_names[one(n, "iid")] = one(n, "name")
+            for n in idata.get("debug_annotation_names", []):
+                ann_names[one(n, "iid")] = one(n, "name")
+            for n in idata.get("debug_annotation_string_values", []):
+                str_values[one(n, "iid")] = one(n, "str")
+        for ev in p.get("track_event", []):
+            if "name_iid" in ev:
+                iid = one(ev, "name_iid")
+                check(iid in ev_names, "packet %d uses event name %s before it is defined" % (i, iid))
+                check(one(p, "sequence_flags", 0) & 2, "packet %d uses interned names without saying so" % i)
+                ev["name"] = [ev_names[iid]]
+            for a in ev.get("debug_annotations", []):
+                if "name_iid" in a:
+                    iid = one(a, "name_iid")
+                    check(iid in ann_names, "packet %d uses annotation name %s before it is defined" % (i, iid))
+                    a["name"] = [ann_names[iid]]
+                if "string_value_iid" in a:
+                    iid = one(a, "string_value_iid")
+                    check(iid in str_values, "packet %d uses string value %s before it is defined" % (i, iid))
+                    a["string_value"] = [str_values[iid]]
+    return packets
 
 
 def shutil_which(name):
@@ -89,7 +118,7 @@ def annotations(ev):
 def analyse(packets):
     """Checks the structure; returns (slices by flow id, instants, track names)."""
     check(packets, "the trace has no packets")
-    check(one(packets[0], "sequence_flags") == 1, "first packet does not clear incremental state")
+    check(one(packets[0], "sequence_flags", 0) & 1, "first packet does not clear incremental state")
     described = {}
     events = []         # (index, ts, track, event)
     for i, p in enumerate(packets):

@@ -5,6 +5,7 @@
  * per request, the file valid at every flush, a joined host-mode request
  * crossing machines in time order.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,11 +58,75 @@ static Perfetto__Protos__Trace *read_back(int fd)
 	return t;
 }
 
+/* Interned names of the trace last read (pointing into it), by iid. */
+#define IIDS 1024
+static const char *ev_iid[IIDS], *ann_iid[IIDS];
+static bool str_iid[IIDS];
+
+/*
+ * Reads the interned names in file order; each name used must have been
+ * defined earlier on the sequence, by a packet before the one using it.
+ */
+static void resolve_interned(const Perfetto__Protos__Trace *t)
+{
+	memset(ev_iid, 0, sizeof(ev_iid));
+	memset(ann_iid, 0, sizeof(ann_iid));
+	memset(str_iid, 0, sizeof(str_iid));
+	for (size_t i = 0; i < t->n_packet; i++) {
+		const Perfetto__Protos__TracePacket *pk = t->packet[i];
+		const Perfetto__Protos__InternedData *id = pk->interned_data;
+		const Event *e = pk->track_event;
+
+		if (id) {
+			for (size_t k = 0; k < id->n_event_names; k++)
+				if (id->event_names[k]->iid < IIDS)
+					ev_iid[id->event_names[k]->iid] = id->event_names[k]->name;
+			for (size_t k = 0; k < id->n_debug_annotation_names; k++)
+				if (id->debug_annotation_names[k]->iid < IIDS)
+					ann_iid[id->debug_annotation_names[k]->iid] = id->debug_annotation_names[k]->name;
+			for (size_t k = 0; k < id->n_debug_annotation_string_values; k++)
+				if (id->debug_annotation_string_values[k]->iid < IIDS)
+					str_iid[id->debug_annotation_string_values[k]->iid] = true;
+		}
+		if (!e)
+			continue;
+		if (e->has_name_iid) {
+			CHECK(e->name_iid < IIDS && ev_iid[e->name_iid], "event name iid %llu used before it was defined",
+			      (unsigned long long)e->name_iid);
+			CHECK(pk->sequence_flags & 2, "a packet using interned names does not say it needs them");
+		}
+		for (size_t k = 0; k < e->n_debug_annotations; k++)
+			if (e->debug_annotations[k]->has_name_iid)
+				CHECK(e->debug_annotations[k]->name_iid < IIDS && ann_iid[e->debug_annotations[k]->name_iid],
+				      "annotation name iid used before it was defined");
+		for (size_t k = 0; k < e->n_debug_annotations; k++)
+			if (e->debug_annotations[k]->value_case ==
+			    PERFETTO__PROTOS__DEBUG_ANNOTATION__VALUE_STRING_VALUE_IID)
+				CHECK(e->debug_annotations[k]->string_value_iid < IIDS &&
+				      str_iid[e->debug_annotations[k]->string_value_iid],
+				      "string value iid used before it was defined");
+	}
+}
+
+static const char *ev_name(const Event *e)
+{
+	if (e->has_name_iid)
+		return e->name_iid < IIDS && ev_iid[e->name_iid] ? ev_iid[e->name_iid] : "?";
+	return e->name ?: "?";
+}
+
+static const char *ann_name(const Perfetto__Protos__DebugAnnotation *a)
+{
+	if (a->has_name_iid)
+		return a->name_iid < IIDS && ann_iid[a->name_iid] ? ann_iid[a->name_iid] : "?";
+	return a->name ?: "?";
+}
+
 /* The uint annotation called name, or -1. */
 static long long ann(const Event *e, const char *name)
 {
 	for (size_t i = 0; i < e->n_debug_annotations; i++)
-		if (!strcmp(e->debug_annotations[i]->name, name) &&
+		if (!strcmp(ann_name(e->debug_annotations[i]), name) &&
 		    e->debug_annotations[i]->value_case == PERFETTO__PROTOS__DEBUG_ANNOTATION__VALUE_UINT_VALUE)
 			return e->debug_annotations[i]->uint_value;
 	return -1;
@@ -96,7 +161,8 @@ static void test_overlap(void)
 	CHECK(t, "the file is not a Trace");
 	if (!t)
 		return;
-	CHECK(t->packet[0]->has_sequence_flags && t->packet[0]->sequence_flags == 1, "first packet flags");
+	CHECK(t->packet[0]->has_sequence_flags && (t->packet[0]->sequence_flags & 1), "first packet flags");
+	resolve_interned(t);
 	for (size_t i = 0; i < t->n_packet; i++) {
 		Perfetto__Protos__TracePacket *pk = t->packet[i];
 		const Event *e = pk->track_event;
@@ -165,16 +231,17 @@ static void test_host(void)
 	CHECK(t, "not a Trace");
 	if (!t)
 		return;
+	resolve_interned(t);
 	for (size_t i = 0; i < t->n_packet; i++) {
 		const Event *e = t->packet[i]->track_event;
 
 		if (!e || e->type != PERFETTO__PROTOS__TRACK_EVENT__TYPE__TYPE_SLICE_BEGIN)
 			continue;
-		CHECK(t->packet[i]->timestamp >= last, "flow goes back in time at %s", e->name);
+		CHECK(t->packet[i]->timestamp >= last, "flow goes back in time at %s", ev_name(e));
 		last = t->packet[i]->timestamp;
 		if (n < 9)
-			CHECK(!strcmp(e->name, want[n]), "slice %d is %s, want %s", n, e->name, want[n]);
-		CHECK(ann(e, "qemu_pid") == 777 && ann(e, "gpa") == 0x1234, "slice %s lacks the match key", e->name);
+			CHECK(!strcmp(ev_name(e), want[n]), "slice %d is %s, want %s", n, ev_name(e), want[n]);
+		CHECK(ann(e, "qemu_pid") == 777 && ann(e, "gpa") == 0x1234, "slice %s lacks the match key", ev_name(e));
 		term += e->n_terminating_flow_ids;
 		n++;
 	}
