@@ -35,6 +35,7 @@
 #define HOLD_MAX (1u << 13)		/* guest records waiting */
 #define HB_BITS 14
 #define HB_MAX (1u << HB_BITS)		/* hash buckets per index */
+#define DRIVES_MAX 128			/* (VM, guest disk) -> QEMU drive pairs remembered */
 #define DRAIN_SLACK_NS 2000000ULL	/* ring buffer records committed out of order, clock error */
 #define GROUP_BACK_MAX 8		/* backend calls one submit may make (qcow2 splits at clusters) */
 #define FDCACHE_MAX 256
@@ -71,6 +72,7 @@ struct qreq {
 	uint32_t pid, tid;		/* tid: the QEMU thread that submitted it */
 	uint32_t op, head;
 	uint64_t gpa, sector, len, submit_ts, reqptr;
+	uint64_t blk;			/* the BlockBackend: which of the VM's drives */
 	int32_t group;			/* the submit's first request (self for the first) */
 	uint32_t group_gen;
 	int32_t back[GROUP_BACK_MAX];	/* on the first request: its backend calls */
@@ -151,6 +153,12 @@ struct corr {
 	struct corr_stats st;
 	struct hist seg[VS_MAX];
 	uint64_t drained_ns;		/* every QEMU event and host record from before this is in */
+	/* Which QEMU drive (BlockBackend) serves which guest disk, learned from exact-key matches. */
+	struct {
+		uint32_t pid, dev;
+		uint64_t blk;
+	} drives[DRIVES_MAX];
+	int ndrives, drive_evict;
 };
 
 static uint32_t mix(uint64_t a, uint64_t b, uint64_t c)
@@ -359,6 +367,7 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		q->len = i == 0 ? (e->nreqs > 1 ? e->bytes - rest : e->bytes) : r->qiov_size;
 		q->submit_ts = e->ts;
 		q->reqptr = r->req;
+		q->blk = e->blk;
 		if (first == NO_IDX)
 			first = k;
 		q->group = first;
@@ -724,12 +733,38 @@ static bool cross_check(const struct qreq *q, const struct iot_record *r)
 	return q->op == r->op && (q->op == IOT_OP_FLUSH || q->sector == r->sector) && (!len || q->len == len);
 }
 
+/* The QEMU drive that served guest disk dev of VM pid, as exact-key matches showed; 0 when not known. */
+static uint64_t drive_of(const struct corr *c, uint32_t pid, uint32_t dev)
+{
+	for (int i = 0; i < c->ndrives; i++)
+		if (c->drives[i].pid == pid && c->drives[i].dev == dev)
+			return c->drives[i].blk;
+	return 0;
+}
+
+/* An exact-key match says which drive serves the disk (a restarted VM may say otherwise: it wins). */
+static void drive_learn(struct corr *c, uint32_t pid, uint32_t dev, uint64_t blk)
+{
+	int i;
+
+	for (i = 0; i < c->ndrives; i++)
+		if (c->drives[i].pid == pid && c->drives[i].dev == dev)
+			break;
+	if (i == c->ndrives)
+		i = c->ndrives < DRIVES_MAX ? c->ndrives++ : c->drive_evict++ % DRIVES_MAX;
+	c->drives[i].pid = pid;
+	c->drives[i].dev = dev;
+	c->drives[i].blk = blk;
+}
+
 /* The QEMU request of a guest record: earliest unclaimed with the key, submitted after the guest's kick. */
 static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 {
 	const struct iot_record *r = &h->r;
 	uint64_t tol = h->unc + 2000000, kick = guest_kick(r), end = last_ts(r);
 	bool by_gpa = r->vq_gpa != 0, disagree = false;
+	/* The fallback key holds the drive too, where an exact match has shown which one it is. */
+	uint64_t drive = by_gpa ? 0 : drive_of(c, h->pid, r->dev);
 	struct qreq key = { .pid = h->pid, .gpa = r->vq_gpa, .sector = r->sector, .op = r->op };
 	int ix = by_gpa ? IX_GPA : IX_SECTOR;
 	int32_t best = NO_IDX;
@@ -753,7 +788,7 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 		/* Time only orders reuse of a key: the request QEMU took after this kick and before the end. */
 		if (!h->guest_clock && (q->submit_ts + tol < kick || q->submit_ts > end + tol))
 			continue;
-		if (!cross_check(q, r)) {
+		if (!cross_check(q, r) || (drive && q->blk != drive)) {
 			disagree = true;
 			continue;
 		}
@@ -1015,6 +1050,8 @@ static bool resolve(struct corr *c, struct held *h, uint64_t now)
 		enum corr_reason why = find_qreq(c, h, &qi);
 
 		if (why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR) {
+			if (why == CORR_MATCHED_GPA && c->q[qi].blk)
+				drive_learn(c, h->pid, h->r.dev, c->q[qi].blk);
 			c->q[qi].matched = true;
 			h->q = qi;
 			h->qgen = c->q[qi].gen;

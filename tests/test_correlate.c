@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The join on its own, fed QEMU events and guest records by hand: the
+ * fallback key (no header address) holds the drive once an exact match has
+ * shown which QEMU drive serves the guest's disk. The end-to-end test is
+ * qemu-test/test-host.py; this one sets up what a real run rarely shows,
+ * the same sector in flight on two drives of one VM.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "../host/correlate.h"
+
+#define VM 100
+#define BLK_A 0xa000
+#define BLK_B 0xb000
+#define DEV_1 ((253u << 20) | 0)
+#define DEV_2 ((253u << 20) | 16)
+#define US 1000ULL
+
+static void submit(struct corr *c, uint64_t ts, uint64_t blk, uint64_t gpa, uint64_t sector, uint32_t head)
+{
+	struct iot_qemu_event e = { .ts = ts, .pid = VM, .tid = VM + 1, .type = IOT_QEV_SUBMIT, .op = IOT_OP_READ,
+				    .nreqs = 1, .flags = IOT_QF_LAYOUT_OK, .blk = blk, .offset = sector * 512,
+				    .bytes = 4096, .req = 0x5000 + head };
+
+	e.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + head, .gpa = gpa, .sector = sector, .qiov_size = 4096,
+					   .head = head, .type = 0 /* VIRTIO_BLK_T_IN */ };
+	corr_qemu_event(c, &e);
+}
+
+static void guest(struct corr *c, uint64_t kick, uint32_t dev, uint64_t gpa, uint64_t sector)
+{
+	struct iot_record r = { .kind = IOT_KIND_SYSCALL, .op = IOT_OP_READ, .syscall = IOT_SYS_PREAD64,
+				.driver = IOT_DRV_VIRTIO_BLK, .pid = 7, .tid = 7, .dev = dev, .sector = sector,
+				.offset = sector * 512, .len = 4096, .bio_bytes = 4096, .nr_bios = 1, .result = 4096,
+				.vq_gpa = gpa };
+
+	memcpy(r.comm, "iowork", 7);
+	r.ts[IOT_TS_SYSCALL_ENTER] = kick - 20 * US;
+	r.ts[IOT_TS_RQ_ISSUE] = kick - 5 * US;
+	r.ts[IOT_TS_DRIVER] = kick;
+	r.ts[IOT_TS_IRQ] = kick + 200 * US;
+	r.ts[IOT_TS_RQ_COMPLETE] = kick + 205 * US;
+	r.ts[IOT_TS_SYSCALL_EXIT] = kick + 210 * US;
+	corr_guest_record(c, VM, "qemu:100/vm", false, 0, &r);
+}
+
+/* The "head" QEMU gave the request the guest record of this sector was joined to, or -1; its match key. */
+static long head_of(const char *out, uint64_t sector, char *ret_match, size_t len)
+{
+	char key[64];
+	const char *l = out;
+
+	snprintf(key, sizeof(key), "\"sector\":%llu,", (unsigned long long)sector);
+	for (; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *end = strchr(l, '\n') ?: l + strlen(l), *h, *m;
+
+		if (!strstr(l, "\"type\":\"io\"") || !(h = strstr(l, key)) || h > end)
+			continue;
+		m = strstr(l, "\"match\":\"");
+		if (m && m < end)
+			snprintf(ret_match, len, "%.*s", (int)strcspn(m + 9, "\""), m + 9);
+		h = strstr(l, "\"qemu\":{\"head\":");
+		return h && h < end ? atol(h + 15) : -1;
+	}
+	return -1;
+}
+
+int main(void)
+{
+	char *buf = NULL, match[16] = "";
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	struct output_opts oo = { .sz = sizeof(oo), .format = OUT_JSON, .per_request = true, .out = f };
+	struct output *out = output__new(&oo);
+	struct corr_opts co = { .out = out, .of = f, .json = true, .hold_ns = 1000 * US };
+	struct corr *c = corr_new(&co);
+	uint64_t t = 1000000 * US;
+
+	CHECK(f && out && c, "setup");
+	if (!c)
+		return 1;
+	/* 1. An exact match: disk 1 is drive A. */
+	submit(c, t + 10 * US, BLK_A, 0x7000, 8, 1);
+	guest(c, t, DEV_1, 0x7000, 8);
+	/* 2. Disk 1 again, no header address, sector 16: drive B took a sector 16 first, then drive A. */
+	t += 1000 * US;
+	submit(c, t + 10 * US, BLK_B, 0x9000, 16, 9);
+	submit(c, t + 20 * US, BLK_A, 0x7000, 16, 7);
+	guest(c, t, DEV_1, 0, 16);
+	/* 3. Disk 2, never matched exactly: its drive is not known, the fallback key alone decides. */
+	t += 1000 * US;
+	submit(c, t + 10 * US, BLK_B, 0x9100, 24, 11);
+	guest(c, t, DEV_2, 0, 24);
+	corr_tick(c, t + 10000 * US);
+	corr_flush(c);
+	fflush(f);
+
+	CHECK(head_of(buf, 8, match, sizeof(match)) == 1 && !strcmp(match, "gpa"), "exact match: head %ld, %s",
+	      head_of(buf, 8, match, sizeof(match)), match);
+	CHECK(head_of(buf, 16, match, sizeof(match)) == 7 && !strcmp(match, "sector"),
+	      "fallback on disk 1 joined head %ld (%s): drive B's request, not its own drive A's",
+	      head_of(buf, 16, match, sizeof(match)), match);
+	CHECK(head_of(buf, 24, match, sizeof(match)) == 11 && !strcmp(match, "sector"),
+	      "fallback on disk 2: head %ld (%s)", head_of(buf, 24, match, sizeof(match)), match);
+	corr_free(c);
+	output__free(out);
+	fclose(f);
+	if (failures)
+		fprintf(stderr, "%s", buf);
+	free(buf);
+	printf("%d checks, %d failed\n", checks, failures);
+	return failures ? 1 : 0;
+}
