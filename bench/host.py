@@ -151,6 +151,9 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
     q0 = task_cpu_ns(qpid)
     h0 = task_cpu_ns(host.pid) if host else 0
     b0 = bpf_ns_since(base_id) if host else 0
+    # IOTRACER_PROGSTATS=1: which BPF programs the time goes to (per request, printed).
+    p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
+          if p["id"] > base_id} if host and os.environ.get("IOTRACER_PROGSTATS") else None
     perf = None
     if host and mode == "both" and os.environ.get("IOTRACER_PERF"):
         perf = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(host.pid), "-o",
@@ -160,6 +163,14 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
         perf.send_signal(signal.SIGINT)
         perf.wait()
     res = {"iops": iops, "qemu_us": (task_cpu_ns(qpid) - q0) / ios / 1e3}
+    if p0 is not None:
+        rows = []
+        for p in bpf_progs():
+            if p["id"] in p0:
+                name, ns, cnt = p0[p["id"]]
+                rows.append((p.get("run_time_ns", 0) - ns, p.get("run_cnt", 0) - cnt, name))
+        for ns, cnt, name in sorted(rows, reverse=True)[:12]:
+            print("  %-32s %7.3f us/request  %6.2f runs/request" % (name, ns / ios / 1e3, cnt / ios), flush=True)
     if host:
         res["agent_us"] = (task_cpu_ns(host.pid) - h0) / ios / 1e3
         res["bpf_us"] = (bpf_ns_since(base_id) - b0) / ios / 1e3

@@ -486,6 +486,9 @@ static __always_inline void fold_bio(struct iot_record *r, const struct iot_bio 
 	if (b->vq_gpa && (!r->vq_gpa || b->rq_ts[RQ_ISSUE] < r->ts[IOT_TS_RQ_ISSUE]))
 		r->vq_gpa = b->vq_gpa;
 	set_min(&r->ts[IOT_TS_BIO_QUEUE], b->ts_queue);
+	/* A page-cache stamp taken while this I/O was under way is not on the way to it (see stamp_pc). */
+	if (r->ts[IOT_TS_BIO_QUEUE] && r->ts[IOT_TS_PAGECACHE] > r->ts[IOT_TS_BIO_QUEUE])
+		r->ts[IOT_TS_PAGECACHE] = 0;
 	set_min(&r->ts[IOT_TS_RQ_INSERT], b->rq_ts[RQ_INSERT]);
 	set_min(&r->ts[IOT_TS_RQ_ISSUE], b->rq_ts[RQ_ISSUE]);
 	set_min(&r->ts[IOT_TS_DRIVER], b->rq_ts[RQ_DRIVER]);
@@ -815,7 +818,13 @@ static __always_inline void stamp_pc(int ev, __u32 pages)
 
 	if (!r)
 		return;
-	if (!r->ts[IOT_TS_PAGECACHE])
+	/*
+	 * The stamp marks the page cache on the way to the device. A lookup
+	 * after the request's block I/O began (a direct write invalidating
+	 * cached pages, a fallback to buffered I/O) is counted, not stamped:
+	 * it would put the page cache after the device in the request's path.
+	 */
+	if (!r->ts[IOT_TS_PAGECACHE] && !r->ts[IOT_TS_BIO_QUEUE])
 		r->ts[IOT_TS_PAGECACHE] = bpf_ktime_get_ns();
 	if (ev == PC_LOOKUP)
 		r->pc_pages += pages;
