@@ -8,7 +8,9 @@ or malicious guest could. Each case holds the host's output against what
 the workloads issued, request by request. Exit 0 pass, 1 fail, 77 skip.
 """
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +79,13 @@ class Agent:
             self.proc.wait()
 
 
+
+def scratch_dir():
+    """A temporary directory for sockets and files, removed when the test ends, whatever the outcome."""
+    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
 def host_agent(exe, sock, name="host"):
     h = Agent(exe, ["--mode", "host", "--no-qemu", "--listen", "unix:" + sock], name)
     h.wait_for("listening line", lambda: h.events(type="listening"), 10)
@@ -117,7 +126,7 @@ def cleanup(*agents):
 
 def case_two_guests(args):
     """Two guest agents on one host: each guest's requests, and only its own, on the host's clock."""
-    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    d = scratch_dir()
     sock = os.path.join(d, "host.sock")
     h = g1 = g2 = None
     with loop_device() as (dev1, _), loop_device() as (dev2, _):
@@ -179,7 +188,7 @@ def case_two_guests(args):
 
 def case_host_restart(args):
     """The host agent is killed mid-stream; the guest reconnects to its successor and resends what was not acknowledged."""
-    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    d = scratch_dir()
     sock = os.path.join(d, "host.sock")
     h1 = h2 = g = None
     with loop_device() as (dev, _):
@@ -226,7 +235,7 @@ def case_host_restart(args):
 
 def case_queue_full(args):
     """No host for a while and a small queue: the guest drops whole batches and counts every record it dropped."""
-    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    d = scratch_dir()
     sock = os.path.join(d, "host.sock")
     h = g = None
     with loop_device(512) as (dev, _):
@@ -284,7 +293,7 @@ def case_hostile(args):
     """Each malformed stream ends its own connection with a reason; a good guest streaming meanwhile loses nothing."""
     if not args.guestgen:
         raise Skip("bench/guestgen was not built")
-    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    d = scratch_dir()
     sock = os.path.join(d, "host.sock")
     h = g = None
     results = {}
@@ -336,7 +345,7 @@ def case_hostile(args):
 
 def case_cli(args):
     """Wrong flags and unusable addresses: clear one-line errors, exit 2 for usage, 1 for the environment."""
-    d = tempfile.mkdtemp(prefix="iotracer-chan-")
+    d = scratch_dir()
     plain = os.path.join(d, "plain-file")
     open(plain, "w").close()
     cases = [
