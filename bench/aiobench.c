@@ -200,6 +200,25 @@ static void retry_pause(void)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * A submission call that took nothing (ret 0 or -errno): 0 after a pause when
+ * it is worth another try (the queue is full, a signal came), else the error
+ * to return, said with what was in.
+ */
+static int submit_refused(int ret, unsigned int *tries, const char *call, unsigned int done, unsigned int n)
+{
+	if (ret == -EINTR && stop_requested)
+		return -EINTR;
+	if ((ret == 0 || ret == -EAGAIN || ret == -EBUSY || ret == -EINTR) && ++*tries < RETRY_MAX) {
+		retry_pause();
+		return 0;
+	}
+	if (ret >= 0)
+		ret = -EAGAIN;
+	fprintf(stderr, "aiobench: %s: %u of %u requests in: %s\n", call, done, n, strerror(-ret));
+	return ret;
+}
+
 /* ---------- block contents ---------- */
 
 /* A 64-bit finalizer (splitmix64's): spreads small inputs over all bits. */
@@ -455,18 +474,9 @@ static int uring_submit(struct run *r, unsigned int n, unsigned int *ret_n)
 			*ret_n = done;
 			continue;
 		}
-		if (ret == -EINTR && stop_requested)
-			return -EINTR;
-		if ((ret == 0 || ret == -EAGAIN || ret == -EBUSY || ret == -EINTR) &&
-		    ++tries < RETRY_MAX) {
-			retry_pause();
-			continue;
-		}
-		if (ret >= 0)
-			ret = -EAGAIN;
-		fprintf(stderr, "aiobench: io_uring: submitted %u of %u requests: %s\n", done, n,
-			strerror(-ret));
-		return ret;
+		ret = submit_refused(ret, &tries, "io_uring: io_uring_submit", done, n);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
@@ -612,17 +622,9 @@ static int libaio_submit(struct run *r, unsigned int n, unsigned int *ret_n)
 			*ret_n = done;
 			continue;
 		}
-		if (ret == -EINTR && stop_requested)
-			return -EINTR;
-		if ((ret == 0 || ret == -EAGAIN || ret == -EINTR) && ++tries < RETRY_MAX) {
-			retry_pause();
-			continue;
-		}
-		if (ret >= 0)
-			ret = -EAGAIN;
-		fprintf(stderr, "aiobench: libaio: io_submit: %u of %u requests in: %s\n", done, n,
-			strerror(-ret));
-		return ret;
+		ret = submit_refused(ret, &tries, "libaio: io_submit", done, n);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

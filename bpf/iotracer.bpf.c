@@ -1747,10 +1747,13 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 			bpf_map_delete_elem(&link_next, &key);
 		}
 	}
+	/* Chain bookkeeping exists only for chain members: most completions skip it. */
+	if (r->uring_link || (r->flags & IOT_F_URING_LINK)) {
+		bpf_map_delete_elem(&link_last, &key);
+		bpf_map_delete_elem(&link_head, &key);
+	}
 	emit(r);
 	bpf_map_delete_elem(&urings, &key);
-	bpf_map_delete_elem(&link_last, &key);
-	bpf_map_delete_elem(&link_head, &key);
 	uring_observe(ring);
 }
 

@@ -314,8 +314,8 @@ static int report(struct aio_bpf *skel, const struct aio_opts *o, int pid)
 	return 0;
 }
 
-/* PATH lookup as execvp does it; the result is what the probes are attached to. */
-static int resolve_command(const char *cmd, char *ret_path, size_t len)
+/* PATH lookup as execvp does it; the result (ret_path: PATH_MAX bytes) is what the probes are attached to. */
+static int resolve_command(const char *cmd, char *ret_path)
 {
 	const char *path = getenv("PATH");
 	char buf[PATH_MAX];
@@ -335,7 +335,6 @@ static int resolve_command(const char *cmd, char *ret_path, size_t len)
 			return 0;
 		path = *end ? end + 1 : end;
 	}
-	(void)len;
 	return -ENOENT;
 }
 
@@ -428,7 +427,7 @@ int aio_main(int argc, char **argv)
 	}
 	launched = o.argv;
 	if (launched) {
-		err = resolve_command(o.argv[0], binary, sizeof(binary));
+		err = resolve_command(o.argv[0], binary);
 		if (err) {
 			fprintf(stderr, "iotracer: aio: cannot find '%s': %s\n", o.argv[0], strerror(-err));
 			return 1;

@@ -12,6 +12,7 @@
  * file whole: the file is a valid Trace at every write.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,18 +542,25 @@ static int lane_pick(struct perfetto *p, struct machine *m, int layer, uint64_t 
 	return lanes_pick(p, m->lane_end[layer], &m->nlanes[layer], begin, end);
 }
 
-/* A named child track of parent, described once. */
-static uint64_t child_track(struct perfetto *p, uint64_t parent, char kind, uint64_t a, uint64_t b,
-			    const char *name, uint64_t ts)
+/* A named child track of parent, described once: the name is only formatted then. */
+static uint64_t child_track(struct perfetto *p, uint64_t parent, char kind, uint64_t a, uint64_t b, uint64_t ts,
+			    const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static uint64_t child_track(struct perfetto *p, uint64_t parent, char kind, uint64_t a, uint64_t b, uint64_t ts,
+			    const char *fmt, ...)
 {
 	uint64_t uuid = track_uuid(parent, kind, a, b);
 	Desc d = PERFETTO__PROTOS__TRACK_DESCRIPTOR__INIT;
+	char name[64];
+	va_list ap;
 
 	if (seen(p, uuid))
 		return uuid;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
 	d.has_uuid = 1;
 	d.uuid = uuid;
-	d.name = (char *)name;
+	d.name = name;
 	d.has_parent_uuid = 1;
 	d.parent_uuid = parent;
 	describe(p, &d, ts);
@@ -563,7 +571,6 @@ static uint64_t child_track(struct perfetto *p, uint64_t parent, char kind, uint
 static struct ring *ring_get(struct perfetto *p, struct machine *m, uint32_t pid, uint64_t ctx, uint64_t ts)
 {
 	uint64_t puuid = track_uuid(m->uuid, 'P', pid, 0);
-	char name[48];
 	struct ring *rg;
 	int i;
 
@@ -580,8 +587,7 @@ static struct ring *ring_get(struct perfetto *p, struct machine *m, uint32_t pid
 		rg->uuid = track_uuid(puuid, 'R', ctx, 0);
 	}
 	rg = &p->rings[i];
-	snprintf(name, sizeof(name), "io_uring ring %06" PRIx64, (ctx >> 6) & 0xffffff);
-	child_track(p, puuid, 'R', ctx, 0, name, ts);
+	child_track(p, puuid, 'R', ctx, 0, ts, "io_uring ring %06" PRIx64, (ctx >> 6) & 0xffffff);
 	return rg;
 }
 
@@ -600,17 +606,15 @@ static int ring_worker(struct ring *rg, uint32_t tid)
 static uint64_t ring_track(struct perfetto *p, const struct slice *s)
 {
 	struct ring *rg = s->ring;
-	char name[48];
 	int lane;
 
 	if (s->worker >= 0) {
 		lane = lanes_pick(p, rg->w[s->worker].end, &rg->w[s->worker].n, s->begin, s->end);
-		snprintf(name, sizeof(name), lane ? "iou-wrk-%u #%d" : "iou-wrk-%u", rg->wtid[s->worker], lane + 1);
-		return child_track(p, rg->uuid, 'W', rg->wtid[s->worker], lane, name, s->begin);
+		return child_track(p, rg->uuid, 'W', rg->wtid[s->worker], lane, s->begin,
+				   lane ? "iou-wrk-%u #%d" : "iou-wrk-%u", rg->wtid[s->worker], lane + 1);
 	}
 	lane = lanes_pick(p, rg->req.end, &rg->req.n, s->begin, s->end);
-	snprintf(name, sizeof(name), lane ? "requests #%d" : "requests", lane + 1);
-	return child_track(p, rg->uuid, 'Q', lane, 0, name, s->begin);
+	return child_track(p, rg->uuid, 'Q', lane, 0, s->begin, lane ? "requests #%d" : "requests", lane + 1);
 }
 
 /* A process's track on machine m, described if need be (a QEMU process may have no record of its own). */
@@ -645,7 +649,6 @@ static uint64_t thread_lane(struct perfetto *p, uint64_t proc, char kind, uint32
 			    uint64_t begin, uint64_t end)
 {
 	uint64_t first = track_uuid(proc, kind, tid, 0);
-	char name[64];
 	int i, lane;
 
 	for (i = 0; i < p->ntl && p->tl[i].uuid != first; i++)
@@ -656,8 +659,7 @@ static uint64_t thread_lane(struct perfetto *p, uint64_t proc, char kind, uint32
 		p->tl[i].uuid = first;
 	}
 	lane = lanes_pick(p, p->tl[i].l.end, &p->tl[i].l.n, begin, end);
-	snprintf(name, sizeof(name), lane ? "%s %u #%d" : "%s %u", what, tid, lane + 1);
-	return child_track(p, proc, kind, tid, lane, name, begin);
+	return child_track(p, proc, kind, tid, lane, begin, lane ? "%s %u #%d" : "%s %u", what, tid, lane + 1);
 }
 
 /* Flow ids between io_uring events, derived so that both ends compute them alone; the high bit
@@ -1006,7 +1008,7 @@ static void emit_reap(struct perfetto *p, const struct iot_record *r, const char
 	if (!ts || !count)
 		return;
 	rg = ring_get(p, m, r->pid, r->uring_ctx, ts);
-	track = child_track(p, rg->uuid, 'H', 0, 0, "reaped", ts);
+	track = child_track(p, rg->uuid, 'H', 0, 0, ts, "reaped");
 	ann_u64(&a, "cq_head_from", from);
 	ann_u64(&a, "cq_head_to", to);
 	ann_u64(&a, "cqes", count);
