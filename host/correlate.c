@@ -851,15 +851,12 @@ static void sbf(struct sb *b, const char *fmt, ...)
 	b->len = n < 0 ? b->cap : b->len + n >= b->cap ? b->cap : b->len + n;
 }
 
-static const char *hio_what(const struct hio *h, char *buf, size_t len)
+/* The call a host I/O was: a system call's name, "io_uring", or its kind. */
+static const char *hio_what(const struct hio *h)
 {
 	if (h->kind == IOT_KIND_SYSCALL)
-		snprintf(buf, len, "%s", iot_syscall_name(h->syscall));
-	else if (h->kind == IOT_KIND_URING)
-		snprintf(buf, len, "io_uring");
-	else
-		snprintf(buf, len, "%s", iot_kind_name(h->kind));
-	return buf;
+		return iot_syscall_name(h->syscall);
+	return h->kind == IOT_KIND_URING ? "io_uring" : iot_kind_name(h->kind);
 }
 
 static void seg_add(struct corr *c, struct sbuf *js, struct sb *tx, int s, uint64_t from, uint64_t to)
@@ -940,17 +937,15 @@ static void emit(struct corr *c, struct held *h)
 		if (g->gen == q->group_gen) {
 			for (int i = 0; i < g->nback; i++) {
 				const struct back *b = &c->b[g->back[i]];
-				char what[32];
+				const char *what;
 
 				if (b->gen != g->back_gen[i] || !b->h.start)
 					continue;
-				hio_what(&b->h, what, sizeof(what));
+				what = hio_what(&b->h);
 				if (px.nio < PERFETTO_HOST_IO_MAX)
 					px.io[px.nio++] = (struct perfetto_host_io){
 						.start_ns = b->h.start, .end_ns = b->h.end, .offset = b->offset,
-						.len = b->bytes, .sector = b->h.sector, .tid = b->h.tid,
-						.call = b->h.kind == IOT_KIND_SYSCALL ? iot_syscall_name(b->h.syscall) :
-							b->h.kind == IOT_KIND_URING ? "io_uring" : iot_kind_name(b->h.kind) };
+						.len = b->bytes, .sector = b->h.sector, .tid = b->h.tid, .call = what };
 				if (js) {
 					if (nh)
 						SB_LIT(js, ",");
