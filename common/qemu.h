@@ -63,6 +63,11 @@ struct qemu_tracer;
 struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen);
 const char *qemu_tracer__exe(const struct qemu_tracer *q);
+/*
+ * The functions whose code differs from what iotracer checked, so that
+ * their probe is single-stepped (several times dearer per hit): "" if none.
+ */
+const char *qemu_tracer__stepped(const struct qemu_tracer *q);
 int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid);
 int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid);
 /* Pollable for events; then qemu_tracer__consume(). */

@@ -258,6 +258,10 @@ static int vm_add(struct host *h, int pid)
 		if (!v->qt)
 			goto refuse;
 		h->qt[h->nqt++] = v->qt;
+		if (qemu_tracer__stepped(v->qt)[0])
+			logf_("%s: the code of %s is not the one iotracer checked: probed at the entry, where "
+			      "each hit is single-stepped and costs several times more", v->vm.exe,
+			      qemu_tracer__stepped(v->qt));
 	}
 	if ((r = qemu_tracer__add_pid(v->qt, pid)) || (r = tracer__add_pid(h->kt, pid))) {
 		snprintf(err, sizeof(err), "cannot add it to the traced processes: %s", strerror(-r));
