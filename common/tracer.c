@@ -70,6 +70,9 @@ static const char *const uring_tps[] = {
 static const char *const syscalls_sync[] = {
 	"read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
 	"preadv2", "pwritev2", "fsync", "fdatasync", "sync_file_range", NULL };
+static const char *const syscalls_positional[] = {
+	"pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
+	"sync_file_range", NULL };
 static const char *const syscalls_aio[] = { "io_submit", NULL };
 static const char *const syscalls_uring[] = { "io_uring_enter", NULL };
 
@@ -335,9 +338,12 @@ static void choose_routes(struct tracer *t)
 			layer_set(t, l, LAYER_OFF, "off");
 
 	if (want(t, IOT_LAYER_SYSCALL)) {
-		n = enable_syscalls(t, syscalls_sync, IOT_LAYER_SYSCALL);
+		bool pos = t->opts.positional_only;
+
+		n = enable_syscalls(t, pos ? syscalls_positional : syscalls_sync, IOT_LAYER_SYSCALL);
 		if (n)
-			layer_set(t, IOT_LAYER_SYSCALL, LAYER_ON, "tracepoint syscalls:sys_{enter,exit}_* (%d calls)", n);
+			layer_set(t, IOT_LAYER_SYSCALL, LAYER_ON, "tracepoint syscalls:sys_{enter,exit}_* (%d %scalls)", n,
+				  pos ? "positional " : "");
 		else
 			layer_set(t, IOT_LAYER_SYSCALL, LAYER_UNAVAILABLE, "no syscall tracepoints (CONFIG_FTRACE_SYSCALLS off)");
 	}

@@ -42,8 +42,15 @@ struct tracer_opts {
 	int pid_set;
 	/* Also emit IOT_KIND_URING_REAP records: when programs reaped their CQEs (for --perfetto). */
 	int uring_reap;
+	/*
+	 * The syscall layer hooks only the calls that carry their own file
+	 * position (pread/pwrite, preadv/pwritev and their v2 forms) and the
+	 * syncs: all QEMU's file backends issue. Its read/write/readv/writev
+	 * go to eventfds and sockets, and would each cost a hook for nothing.
+	 */
+	int positional_only;
 };
-#define tracer_opts__last_field uring_reap
+#define tracer_opts__last_field positional_only
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */

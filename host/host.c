@@ -352,11 +352,14 @@ static int qemu_layer_start(struct host *h)
 	/*
 	 * By default only what the join reads: the file system, page cache and
 	 * scheduler layers cost a hook per event of QEMU's and are not joined.
+	 * Nor are QEMU's read/write calls, on eventfds and sockets: its file
+	 * backends use positional calls only.
 	 */
 	topts.layers = h->o->layers ?: (1u << IOT_LAYER_SYSCALL | 1u << IOT_LAYER_BLOCK | 1u << IOT_LAYER_NVME |
 					 1u << IOT_LAYER_SCSI | 1u << IOT_LAYER_VIRTIO | 1u << IOT_LAYER_IO_URING |
 					 1u << IOT_LAYER_AIO);
 	topts.layers_explicit = h->o->layers_explicit;
+	topts.positional_only = 1;
 	topts.pid_set = 1;
 	topts.on_record = on_kernel_record;
 	topts.ctx = h;
