@@ -624,6 +624,8 @@ static int run_host(struct cli *c)
 			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c->output_path, strerror(errno));
 			return 1;
 		}
+		/* Written in large pieces: the loops flush whenever they have read a batch. */
+		setvbuf(of, NULL, _IOFBF, 256 << 10);
 	}
 	/* On the host's tracks: "host"; each guest's under its own id. */
 	if (c->perfetto_path) {
@@ -718,6 +720,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c.output_path, strerror(errno));
 			return 1;
 		}
+		/* Written in large pieces: the loops flush whenever they have read a batch. */
+		setvbuf(of, NULL, _IOFBF, 256 << 10);
 	}
 	oopts.format = c.json ? OUT_JSON : OUT_TEXT;
 	oopts.tree = c.tree;

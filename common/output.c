@@ -303,15 +303,22 @@ void output__record_src_ext(struct output *o, const struct iot_record *r, const 
 
 		if (json_extra && n > 0 && buf[n - 1] == '}')
 			buf[--n] = 0;
+		/* Plain puts: this runs for every joined guest request, and printf would rescan each string. */
 		if (src) {
 			json_escape(src, strlen(src), esc, sizeof(esc));
-			fprintf(o->opts.out, "%s,\"guest\":\"%s\"%s%s", head, esc,
-				guest_clock ? ",\"clock\":\"guest\"" : "", buf + sizeof(head) - 1);
+			fputs(head, o->opts.out);
+			fputs(",\"guest\":\"", o->opts.out);
+			fputs(esc, o->opts.out);
+			fputs(guest_clock ? "\",\"clock\":\"guest\"" : "\"", o->opts.out);
+			fputs(buf + sizeof(head) - 1, o->opts.out);
 		} else {
 			fputs(buf, o->opts.out);
 		}
-		if (json_extra)
-			fprintf(o->opts.out, ",%s}", json_extra);
+		if (json_extra) {
+			fputc(',', o->opts.out);
+			fputs(json_extra, o->opts.out);
+			fputc('}', o->opts.out);
+		}
 		fputc('\n', o->opts.out);
 	} else {
 		if (src)

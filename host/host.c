@@ -400,6 +400,8 @@ static void qemu_layer_pump(struct host *h, uint64_t now)
 {
 	uint64_t t0 = chan_now_ns();
 
+	/* What the last round wrote goes out now (the output file is fully buffered). */
+	fflush(h->o->of);
 	if (!h->corr)
 		return;
 	for (int i = 0; i < h->nqt; i++)
