@@ -272,8 +272,10 @@ static int on_qevent(void *ctx, void *data, size_t len)
 
 	if (len < IOT_QEMU_EVENT_BACKEND_SIZE)
 		return 0;
-	/* A backend event is shorter: user space reads only its header. */
-	if (e->type == IOT_QEV_SUBMIT && len < sizeof(*e))
+	/* A backend event is its header; a submit, its header and the nreqs requests it holds. */
+	if (e->type == IOT_QEV_SUBMIT &&
+	    (!e->nreqs || e->nreqs > IOT_QEMU_CHAIN_MAX ||
+	     len < IOT_QEMU_EVENT_BACKEND_SIZE + e->nreqs * sizeof(struct iot_qemu_req)))
 		return 0;
 	q->fn(q->ctx, e);
 	return 0;
