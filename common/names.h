@@ -24,6 +24,7 @@ const char *iot_attribution(const struct iot_record *r);
 struct iot_split {
 	int n;
 	const char *name[IOT_SEG_MAX];
+	int seg[IOT_SEG_MAX];		/* enum iot_seg of each, -1 when it has none */
 	int from_ts[IOT_SEG_MAX];	/* enum iot_ts the segment starts at */
 	uint64_t ns[IOT_SEG_MAX];
 	uint64_t total_ns;
@@ -36,7 +37,6 @@ const char *iot_segment_name(const struct iot_record *r, int ts);
 
 /* Segment names every histogram knows, in display order. */
 extern const char *const iot_segment_names[];
-int iot_segment_index(const char *name);
 #define IOT_SEGMENT_COUNT IOT_SEG_TOTAL
 
 /* What a record is, in a word: the system call, "uring:OPCODE", or the kind. */

@@ -262,12 +262,9 @@ static void account(struct output *o, const struct iot_record *r, const struct i
 	hist_add(&o->total, s->total_ns);
 	if (r->offcpu_ns)
 		hist_add(&o->offcpu, r->offcpu_ns);
-	for (int i = 0; i < s->n; i++) {
-		int k = iot_segment_index(s->name[i]);
-
-		if (k >= 0)
-			hist_add(&o->seg[k], s->ns[i]);
-	}
+	for (int i = 0; i < s->n; i++)
+		if (s->seg[i] >= 0 && s->seg[i] < IOT_SEGMENT_COUNT)
+			hist_add(&o->seg[s->seg[i]], s->ns[i]);
 }
 
 void output__record(struct output *o, const struct iot_record *r)
