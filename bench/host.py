@@ -155,8 +155,10 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
     p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
           if p["id"] > base_id} if host and os.environ.get("IOTRACER_PROGSTATS") else None
     perf = None
-    if host and mode == "both" and os.environ.get("IOTRACER_PERF"):
-        perf = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(host.pid), "-o",
+    if host and mode in ("both", "summary") and os.environ.get("IOTRACER_PERF"):
+        # IOTRACER_PERF_DWARF=1: call graphs from DWARF (the build has no frame pointers).
+        cg = ["--call-graph", "dwarf,16384"] if os.environ.get("IOTRACER_PERF_DWARF") else ["-g"]
+        perf = subprocess.Popen(["perf", "record", "-q"] + cg + ["-p", str(host.pid), "-o",
                                  os.environ["IOTRACER_PERF"]], stderr=subprocess.DEVNULL)
     iops, ios = fio_run(ctl, disk, args.seconds)
     if perf:

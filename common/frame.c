@@ -47,6 +47,9 @@ void frame_decoder__fini(struct frame_decoder *d)
 	free(d->buf);
 	d->buf = NULL;
 	d->cap = d->len = 0;
+	free(d->arena);
+	d->arena = NULL;
+	d->arena_used = 0;
 }
 
 size_t frame_decoder__pending(const struct frame_decoder *d)
@@ -84,26 +87,46 @@ const char *frame_msg_name(Iotracer__Frame__MsgCase c)
 }
 
 /*
- * Allocator handed to protobuf-c: counts live bytes as malloc really holds
- * them (malloc_usable_size: no header of ours, so the size classes and the
- * speed stay those of plain malloc) and refuses past the frame's budget.
+ * Allocator handed to protobuf-c. A frame's message is unpacked into the
+ * decoder's arena, reset for each frame: a batch of records is a few hundred
+ * small blocks, which malloc and free cost more than the decoding itself.
+ * What does not fit comes from malloc. Live bytes are counted either way and
+ * refused past the frame's budget.
  */
+#define IOT_FRAME_ARENA (128u << 10)
+
 struct frame_alloc {
+	struct frame_decoder *d;
 	size_t used;
 	size_t limit;
 	bool over;	/* refused: the frame's budget is spent */
 	bool oom;	/* malloc failed */
 };
 
+static bool in_arena(const struct frame_decoder *d, const void *p)
+{
+	return d->arena && (const uint8_t *)p >= d->arena && (const uint8_t *)p < d->arena + IOT_FRAME_ARENA;
+}
+
 static void *frame_alloc(void *data, size_t size)
 {
 	struct frame_alloc *a = data;
+	struct frame_decoder *d = a->d;
+	size_t need = (size + 15) & ~(size_t)15;
 	void *p;
 
 	/* used may pass limit by malloc's rounding of the last block. */
 	if (a->used >= a->limit || size > a->limit - a->used) {
 		a->over = true;
 		return NULL;
+	}
+	if (!d->arena)
+		d->arena = malloc(IOT_FRAME_ARENA);
+	if (d->arena && need >= size && need <= IOT_FRAME_ARENA - d->arena_used) {
+		p = d->arena + d->arena_used;
+		d->arena_used += need;
+		a->used += need;
+		return p;
 	}
 	p = malloc(size);
 	if (!p) {
@@ -114,11 +137,12 @@ static void *frame_alloc(void *data, size_t size)
 	return p;
 }
 
+/* Arena blocks go when the frame is done with; only malloc's are freed one by one. */
 static void frame_free(void *data, void *ptr)
 {
 	struct frame_alloc *a = data;
 
-	if (!ptr)
+	if (!ptr || in_arena(a->d, ptr))
 		return;
 	a->used -= malloc_usable_size(ptr);
 	free(ptr);
@@ -129,6 +153,7 @@ static int decode_one(struct frame_decoder *d, const uint8_t *data, size_t len,
 		      frame_cb cb, void *ctx)
 {
 	struct frame_alloc a = {
+		.d = d,
 		.limit = (size_t)IOT_FRAME_ALLOC_FACTOR * len + IOT_FRAME_ALLOC_BASE,
 	};
 	ProtobufCAllocator pa = {
@@ -140,6 +165,7 @@ static int decode_one(struct frame_decoder *d, const uint8_t *data, size_t len,
 	const char *name;
 	int r;
 
+	d->arena_used = 0;
 	f = iotracer__frame__unpack(&pa, len, data);
 	if (!f) {
 		if (a.over)

@@ -60,6 +60,8 @@ struct frame_decoder {
 	uint8_t *buf;			/* message bytes of a frame split across feeds */
 	size_t len;			/* bytes in buf */
 	size_t cap;			/* allocated size of buf, never above max_frame */
+	uint8_t *arena;			/* where a frame's message is unpacked (IOT_FRAME_ARENA bytes) */
+	size_t arena_used;
 	uint64_t frames;		/* frames decoded and handed to the callback */
 	int err;			/* 0, or the error that ended the stream */
 	char errmsg[160];
