@@ -124,6 +124,37 @@ static __always_inline bool traced(__u32 *ret_pid, __u32 *ret_tid)
 	return bpf_map_lookup_elem(&qemu_pids, &pid);
 }
 
+/* A VirtIOBlockReq's first L.req_read bytes, copied in one read. */
+struct req_bytes {
+	__u8 b[IOT_QEMU_REQ_READ_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct req_bytes);
+} reqbuf SEC(".maps");
+
+/* Fields out of the copy; offsets come from read-only data, checked against the copy's size. */
+static __always_inline __u64 get_u64(const __u8 *b, __u32 off)
+{
+	__u64 v = 0;
+
+	if (off <= IOT_QEMU_REQ_READ_MAX - sizeof(v))
+		__builtin_memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+static __always_inline __u32 get_u32(const __u8 *b, __u32 off)
+{
+	__u32 v = 0;
+
+	if (off <= IOT_QEMU_REQ_READ_MAX - sizeof(v))
+		__builtin_memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
 /* A submit event is built here, then only its header and the requests it holds are output. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -136,8 +167,9 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 {
 	struct iot_qemu_event *e;
 	struct cur_submit cur;
-	__u32 pid, tid, zero = 0;
-	__u64 req = opaque, sector_num, size;
+	__u32 pid, tid, zero = 0, read_len = L.req_read;
+	__u64 req = opaque, sector_num = 0, size;
+	struct req_bytes *rb;
 
 	if (!traced(&pid, &tid))
 		return 0;
@@ -161,34 +193,43 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	e->fd = -1;
 	e->backend = 0;
 	e->nreqs = 0;
+	rb = bpf_map_lookup_elem(&reqbuf, &zero);
+	if (!rb || !read_len || read_len > IOT_QEMU_REQ_READ_MAX)
+		return 0;
 	for (int i = 0; i < IOT_QEMU_CHAIN_MAX; i++) {
 		struct iot_qemu_req *q = &e->reqs[i];
 		__u64 out_addr, next;
 
+		/* One copy of the request's first bytes, then every field from it: a read each cost 40 ns. */
+		if (bpf_probe_read_user(rb->b, read_len, (void *)req))
+			break;
 		q->req = req;
-		q->head = read_u32(req + L.elem_index);
-		out_addr = read_u64(req + L.elem_out_addr);
+		q->head = get_u32(rb->b, L.elem_index);
+		out_addr = get_u64(rb->b, L.elem_out_addr);
 		q->gpa = out_addr ? read_u64(out_addr) : 0;
-		q->type = read_u32(req + L.req_out_type);
-		q->sector = read_u64(req + L.req_out_sector);
-		q->qiov_size = read_u64(req + L.req_qiov + L.qiov_size);
+		q->type = get_u32(rb->b, L.req_out_type);
+		q->sector = get_u64(rb->b, L.req_out_sector);
+		q->qiov_size = get_u64(rb->b, L.req_qiov + L.qiov_size);
+		if (i == 0)
+			sector_num = get_u64(rb->b, L.req_sector_num);
 		e->nreqs = i + 1;
 		if (op == IOT_OP_FLUSH)
 			break;
 		/* Requests virtio-blk merged into this call are chained through mr_next. */
-		next = read_u64(req + L.req_mr_next);
+		next = get_u64(rb->b, L.req_mr_next);
 		if (!next || next == req)
 			break;
 		if (i == IOT_QEMU_CHAIN_MAX - 1)
 			e->flags |= IOT_QF_CHAIN_TRUNC;
 		req = next;
 	}
+	if (!e->nreqs)
+		return 0;
 	/*
 	 * The layout check: what we read must agree with what QEMU passed.
 	 * Another device's request (nvme, scsi emulation also call blk_aio_*)
 	 * fails it too, and is ignored by user space.
 	 */
-	sector_num = read_u64(opaque + L.req_sector_num);
 	if (op == IOT_OP_FLUSH) {
 		if (e->reqs[0].type == 4 /* VIRTIO_BLK_T_FLUSH */ && e->reqs[0].gpa)
 			e->flags |= IOT_QF_LAYOUT_OK;

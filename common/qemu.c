@@ -423,6 +423,20 @@ static uint32_t probe_offset(const struct probe_site *s, const uint8_t lead[LEAD
 	return 0;
 }
 
+/* How much of a VirtIOBlockReq the submit probe copies: through the last field it reads. */
+static uint32_t req_read_len(const struct iot_qemu_layout *l)
+{
+	const uint32_t ends[] = {
+		l->elem_index + 4, l->elem_out_addr + 8, l->req_sector_num + 8, l->req_out_type + 4,
+		l->req_out_sector + 8, l->req_qiov + l->qiov_size + 8, l->req_mr_next + 8,
+	};
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+		n = ends[i] > n ? ends[i] : n;
+	return n;
+}
+
 struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen)
 {
@@ -444,6 +458,12 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		goto fail;
 	}
 	q->skel->rodata->L = *layout;
+	q->skel->rodata->L.req_read = req_read_len(layout);
+	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX) {
+		snprintf(err, errlen, "the layout reads a VirtIOBlockReq up to byte %u, past the %u the probe copies",
+			 q->skel->rodata->L.req_read, IOT_QEMU_REQ_READ_MAX);
+		goto fail;
+	}
 	r = qemu_bpf__load(q->skel);
 	if (r) {
 		snprintf(err, errlen, "cannot load the qemu layer's BPF programs: %s", strerror(-r));

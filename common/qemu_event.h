@@ -32,7 +32,11 @@ struct iot_qemu_layout {
 	__u8 luring_fd, luring_off, luring_qiov, luring_type;
 	__u8 laio_fd, laio_off, laio_qiov, laio_type;
 	__u8 pad[3];
+	/* Not in the table: the bytes of a VirtIOBlockReq the probe copies at once (every field read, up to 256). */
+	__u32 req_read;
 };
+
+#define IOT_QEMU_REQ_READ_MAX 256
 
 enum iot_qemu_ev {
 	IOT_QEV_SUBMIT = 1,	/* blk_aio_preadv/pwritev/flush: virtio-blk hands requests to the block layer */
