@@ -133,7 +133,8 @@ def main():
                  sum(c.get(k, 0) for k in ("gpa", "sector", "no_qemu_request", "key_disagrees", "no_vm",
                                            "hold_full", "not_virtio")),
                  c.get("with_host_io", 0)),
-             ""]
+             "", "The host agent's correlation counters (why a guest record was or was not matched, what was "
+             "dropped):", "", "```", json.dumps(c, sort_keys=True), "```", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
