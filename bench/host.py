@@ -220,13 +220,18 @@ def main():
     img = os.path.join(tmp, "disk.raw")
     subprocess.run(["dd", "if=/dev/zero", "of=" + img, "bs=1M", "count=256", "conv=fsync", "status=none"],
                    check=True)
+    # loglevel and all-CPU backtraces: a guest that locks up (seen twice in this benchmark, never in a test)
+    # leaves its stacks in the console log (build/qemu-test/logs/last-console.log).
     cmd = [os.path.join(HERE, "..", "qemu-test", "run-guest.sh"), "--build-dir", args.build, "--timeout", "3000",
+           "--append", "loglevel=7 softlockup_all_cpu_backtrace=1",
            "--serial-socket", data + ",name=org.iotracer.0", "--serial-socket", ctlp + ",name=org.iotracer.ctl",
            "--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
            "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0",
            "--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0", "--", GUEST]
-    guest = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    threading.Thread(target=guest.communicate, daemon=True).start()
+    # The guest's console goes to a file: when the guest stops answering, its last words are the clue.
+    console_path = os.path.join("/var/tmp", "iotracer-bench-host-console.log")
+    console = open(console_path, "w")
+    guest = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, text=True)
     res = {}
     try:
         ctl = Ctl(ctlp)
@@ -240,10 +245,17 @@ def main():
                     res.setdefault((label, mode), []).append(r)
                     print(label, mode, rnd, json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
         ctl.cmd("quit", timeout=30)
+    except (OSError, SystemExit) as e:
+        console.flush()
+        with open(console_path) as f:
+            tail = f.read()[-4000:]
+        raise SystemExit("the guest stopped answering (%s); run-guest.sh's output (%s) ends:\n%s\n"
+                         "and the guest's console is build/qemu-test/logs/last-console.log" % (e, console_path, tail))
     finally:
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=" + stats_was])
         if guest.poll() is None:
             guest.kill()
+        console.close()
         subprocess.run(["rm", "-rf", tmp])
 
     def med(label, mode, key):

@@ -285,7 +285,7 @@ static int on_qevent(void *ctx, void *data, size_t len)
  * Where each probe goes. A uprobe on an instruction the kernel emulates
  * (push, a jump, a call, a nop) costs one trap; on any other it is also
  * single-stepped out of line, a second trap: on this project's machines
- * 0.19 us against 2.5 us per hit (docs/qemu-layer.md). blk_aio_* begin with
+ * 0.21 us against 2.7 us per hit (bench-uprobe, docs/qemu-layer.md). blk_aio_* begin with
  * "sub $8,%rsp", so they are probed at the first emulated instruction
  * instead, where the arguments the program reads are still in place. The
  * instructions up to it are given byte for byte: a build whose code differs
