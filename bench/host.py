@@ -138,6 +138,16 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
     joined = mode in ("both", "summary")
     if mode != "off":
         host = start_host(args, qpid, data, hout, summary=mode == "summary")
+    try:
+        return measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined)
+    finally:
+        # A run that fails (the guest stops answering) must not leave its host agent tracing.
+        if host and host.poll() is None:
+            host.kill()
+            host.wait()
+
+
+def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     if joined and ctl.cmd("agent-start " + disk) != "ready":
         raise SystemExit("guest agent did not connect")
     rss = []
