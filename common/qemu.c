@@ -359,9 +359,10 @@ static int read_func_leads(const char *exe, uint8_t ret_lead[PROBES_N][LEAD_MAX]
 	if (fd < 0)
 		return -errno;
 	e = elf_begin(fd, ELF_C_READ, NULL);
-	if (!e) {
+	if (!e || elf_kind(e) != ELF_K_ELF) {
+		elf_end(e);
 		close(fd);
-		return -EINVAL;
+		return -ENOEXEC;
 	}
 	while ((scn = elf_nextscn(e, scn)) && nfound < PROBES_N) {
 		Elf_Data *data;
@@ -423,6 +424,26 @@ static uint32_t probe_offset(const struct probe_site *s, const uint8_t lead[LEAD
 	return 0;
 }
 
+int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max)
+{
+	uint8_t lead[PROBES_N][LEAD_MAX];
+	bool found[PROBES_N] = { false };
+	int r;
+
+	if (max < PROBES_N)
+		return -ENOSPC;
+	r = read_func_leads(exe, lead, found);
+	if (r)
+		return r;
+	for (size_t i = 0; i < PROBES_N; i++) {
+		ret[i].func = probe_sites[i].func;
+		ret[i].prog = probe_sites[i].prog;
+		ret[i].found = found[i];
+		ret[i].off = probe_offset(&probe_sites[i], lead[i], found[i], &ret[i].stepped);
+	}
+	return PROBES_N;
+}
+
 /* How much of a VirtIOBlockReq the submit probe copies: through the last field it reads. */
 static uint32_t req_read_len(const struct iot_qemu_layout *l)
 {
@@ -440,8 +461,7 @@ static uint32_t req_read_len(const struct iot_qemu_layout *l)
 struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen)
 {
-	uint8_t lead[PROBES_N][LEAD_MAX];
-	bool found[PROBES_N] = { false };
+	struct qemu_probe plan[PROBES_N];
 	struct qemu_tracer *q = calloc(1, sizeof(*q));
 	int r;
 
@@ -469,24 +489,26 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		snprintf(err, errlen, "cannot load the qemu layer's BPF programs: %s", strerror(-r));
 		goto fail;
 	}
-	read_func_leads(exe, lead, found);
+	r = qemu_probe_plan(exe, plan, PROBES_N);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: cannot read its symbols: %s", exe, strerror(-r));
+		goto fail;
+	}
 	for (size_t i = 0; i < PROBES_N; i++) {
-		const struct probe_site *s = &probe_sites[i];
-		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = s->func);
-		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, s->prog);
-		bool stepped;
-		uint32_t off = probe_offset(s, lead[i], found[i], &stepped);
-		struct bpf_link *l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, off, &uo) : NULL;
+		const struct qemu_probe *pp = &plan[i];
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = pp->func);
+		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
+		struct bpf_link *l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, pp->off, &uo) : NULL;
 
 		if (!l) {
 			snprintf(err, errlen, "%s: cannot attach a uprobe on %s: %s (is it a QEMU with exported "
-				 "symbols?)", exe, s->func, strerror(errno));
+				 "symbols?)", exe, pp->func, strerror(errno));
 			goto fail;
 		}
 		q->links[q->nlinks++] = l;
-		if (stepped)
+		if (pp->stepped)
 			snprintf(q->notes + strlen(q->notes), sizeof(q->notes) - strlen(q->notes), "%s%s",
-				 q->notes[0] ? ", " : "", s->func);
+				 q->notes[0] ? ", " : "", pp->func);
 	}
 	q->rb = ring_buffer__new(bpf_map__fd(q->skel->maps.qevents), on_qevent, q, NULL);
 	if (!q->rb) {

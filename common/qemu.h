@@ -57,6 +57,22 @@ const struct iot_qemu_layout *qemu_layout_for(const char *version, char *err, si
 /* The versions in the table, for messages: "7.2". */
 const char *qemu_known_versions(void);
 
+/*
+ * Where the qemu layer probes each function of a QEMU binary: the offset of
+ * an instruction the kernel emulates where the code is the one checked
+ * (common/qemu.c, probe_sites), else 0; stepped when that entry instruction
+ * must be single-stepped. Fills up to max entries; returns how many, or
+ * -errno when the file cannot be read as ELF.
+ */
+struct qemu_probe {
+	const char *func;
+	const char *prog;
+	uint32_t off;
+	bool found;		/* the symbol is in the binary */
+	bool stepped;
+};
+int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max);
+
 /* The qemu layer on one QEMU binary (every process running it; only added pids report). */
 typedef void (*qemu_event_fn)(void *ctx, const struct iot_qemu_event *e);
 struct qemu_tracer;

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Where the qemu layer puts its uprobes (common/qemu.c, qemu_probe_plan):
+ * at blk_aio_*'s first push when their code is the one checked, at the entry
+ * otherwise (and said to be single-stepped), never guessed. Checked on this
+ * test's own functions, built with each kind of lead, and on the machine's
+ * QEMU when it has one.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "qemu.h"
+
+/*
+ * Stand-ins named like QEMU's functions, in this executable's symbol table:
+ *  blk_aio_pwritev: byte for byte Debian 7.2's lead (push %r9 at +13);
+ *  blk_aio_preadv: the same shape with another displacement: not the code checked;
+ *  blk_aio_flush: begins with a push (emulated at the entry);
+ *  luring_co_submit: begins with a mov (single-stepped at the entry).
+ */
+__asm__(".text\n"
+	".globl blk_aio_pwritev\n.type blk_aio_pwritev,@function\nblk_aio_pwritev:\n"
+	"  .byte 0x48,0x83,0xec,0x08, 0x48,0x8b,0x42,0x20, 0x48,0x85,0xc0, 0x78,0x1e, 0x41,0x51\n"
+	"  pop %r9\n  add $8,%rsp\n  ret\n  .fill 32,1,0x90\n.size blk_aio_pwritev,.-blk_aio_pwritev\n"
+	".globl blk_aio_preadv\n.type blk_aio_preadv,@function\nblk_aio_preadv:\n"
+	"  .byte 0x48,0x83,0xec,0x08, 0x48,0x8b,0x42,0x28, 0x48,0x85,0xc0, 0x78,0x1e, 0x41,0x51\n"
+	"  pop %r9\n  add $8,%rsp\n  ret\n  .fill 32,1,0x90\n.size blk_aio_preadv,.-blk_aio_preadv\n"
+	".globl blk_aio_flush\n.type blk_aio_flush,@function\nblk_aio_flush:\n"
+	"  push %r15\n  pop %r15\n  ret\n  .fill 32,1,0x90\n.size blk_aio_flush,.-blk_aio_flush\n"
+	".globl luring_co_submit\n.type luring_co_submit,@function\nluring_co_submit:\n"
+	"  mov %rdi,%rax\n  ret\n  .fill 32,1,0x90\n.size luring_co_submit,.-luring_co_submit\n");
+
+static int failures;
+
+#define CHECK(cond, ...)                                                    \
+	do {                                                                \
+		if (!(cond)) {                                              \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                       \
+			fputc('\n', stderr);                                \
+			failures++;                                         \
+		}                                                           \
+	} while (0)
+
+static const struct qemu_probe *find(const struct qemu_probe *p, int n, const char *func)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(p[i].func, func))
+			return &p[i];
+	return NULL;
+}
+
+static void expect(const struct qemu_probe *p, int n, const char *func, bool found, unsigned off, bool stepped)
+{
+	const struct qemu_probe *q = find(p, n, func);
+
+	CHECK(q, "%s: not in the plan", func);
+	if (!q)
+		return;
+	CHECK(q->found == found && q->off == off && q->stepped == stepped,
+	      "%s: found %d off %u stepped %d, expected found %d off %u stepped %d", func, q->found, q->off,
+	      q->stepped, found, off, stepped);
+}
+
+int main(void)
+{
+	struct qemu_probe p[16];
+	char ver[32];
+	int n;
+
+	/* This executable: each kind of lead. */
+	n = qemu_probe_plan("/proc/self/exe", p, 16);
+	CHECK(n > 0, "plan of /proc/self/exe: %d", n);
+	if (n > 0) {
+		expect(p, n, "blk_aio_pwritev", true, 13, false);
+		expect(p, n, "blk_aio_preadv", true, 0, true);
+		expect(p, n, "blk_aio_flush", true, 0, false);
+		expect(p, n, "luring_co_submit", true, 0, true);
+		/* Not here at all: left to the attach, which then fails with its own message. */
+		expect(p, n, "laio_co_submit", false, 0, false);
+	}
+	/* Not an ELF file: an error, not a plan. */
+	n = qemu_probe_plan("/proc/self/cmdline", p, 16);
+	CHECK(n < 0, "a file that is not ELF gave a plan (%d)", n);
+	CHECK(qemu_probe_plan("/proc/self/exe", p, 2) < 0, "a too small plan array was accepted");
+
+	/* The machine's QEMU: Debian 12's 7.2 is the build the table was checked on. */
+	if (access("/usr/bin/qemu-system-x86_64", R_OK) == 0 &&
+	    qemu_binary_version("/usr/bin/qemu-system-x86_64", ver, sizeof(ver)) == 0 && !strncmp(ver, "7.2.", 4)) {
+		n = qemu_probe_plan("/usr/bin/qemu-system-x86_64", p, 16);
+		CHECK(n > 0, "plan of QEMU: %d", n);
+		if (n > 0) {
+			expect(p, n, "blk_aio_preadv", true, 13, false);
+			expect(p, n, "blk_aio_pwritev", true, 13, false);
+			expect(p, n, "blk_aio_flush", true, 16, false);
+			expect(p, n, "thread_pool_submit_aio", true, 0, false);
+			expect(p, n, "luring_co_submit", true, 0, false);
+			expect(p, n, "laio_co_submit", true, 0, false);
+		}
+		printf("QEMU %s: blk_aio_* probed at their first push\n", ver);
+	} else {
+		printf("no QEMU 7.2 at /usr/bin/qemu-system-x86_64: only the stand-ins checked\n");
+	}
+	if (failures)
+		return 1;
+	printf("ok\n");
+	return 0;
+}
