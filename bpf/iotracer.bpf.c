@@ -401,28 +401,6 @@ static __always_inline void khist_add(__u32 idx, __u64 v)
 		h->max = v;
 }
 
-/* The segment that starts at stamp ts (mirrors iot_segment_name() in user space). */
-static __always_inline __u32 seg_of(int ts, const struct iot_record *r)
-{
-	switch (ts) {
-	case IOT_TS_SYSCALL_ENTER: return IOT_SEG_SYSCALL;
-	case IOT_TS_URING_SUBMIT: return IOT_SEG_URING_SUBMIT;
-	case IOT_TS_URING_ASYNC: return IOT_SEG_IOWQ;
-	case IOT_TS_URING_POLL: return IOT_SEG_POLL;
-	case IOT_TS_FS: return IOT_SEG_FS;
-	case IOT_TS_PAGECACHE: return IOT_SEG_PAGECACHE;
-	case IOT_TS_BIO_QUEUE: return IOT_SEG_BLOCK;
-	case IOT_TS_RQ_INSERT: return IOT_SEG_IOSCHED;
-	case IOT_TS_RQ_ISSUE: return r->ts[IOT_TS_DRIVER] ? IOT_SEG_DRIVER : IOT_SEG_DEVICE;
-	case IOT_TS_DRIVER: return IOT_SEG_DEVICE;
-	case IOT_TS_IRQ: return IOT_SEG_IRQ;
-	case IOT_TS_RQ_COMPLETE:
-	case IOT_TS_BIO_END: return IOT_SEG_COMPLETION;
-	case IOT_TS_URING_TASKWORK: return IOT_SEG_TASKWORK;
-	default: return IOT_SEG_RETURN;
-	}
-}
-
 static __always_inline void khist_record(const struct iot_record *r, __u64 first, __u64 last)
 {
 	int prev = -1;
@@ -430,8 +408,12 @@ static __always_inline void khist_record(const struct iot_record *r, __u64 first
 	for (int i = 0; i < IOT_TS_MAX; i++) {
 		if (!r->ts[i])
 			continue;
-		if (prev >= 0 && r->ts[i] >= r->ts[prev])
-			khist_add(seg_of(prev, r), r->ts[i] - r->ts[prev]);
+		if (prev >= 0 && r->ts[i] >= r->ts[prev]) {
+			int seg = iot_seg_of(r, prev);
+
+			if (seg >= 0)
+				khist_add(seg, r->ts[i] - r->ts[prev]);
+		}
 		prev = i;
 	}
 	khist_add(IOT_SEG_TOTAL, last - first);

@@ -151,38 +151,6 @@ const char *const iot_segment_names[IOT_SEGMENT_COUNT] = {
 	"iosched", "driver", "device", "irq", "completion", "task-work", "return",
 };
 
-/* The segment (enum iot_seg) that starts at timestamp ts, given which come after; -1 if none. */
-static int segment_of(const struct iot_record *r, int ts)
-{
-	switch (ts) {
-	case IOT_TS_SYSCALL_ENTER: return IOT_SEG_SYSCALL;
-	case IOT_TS_URING_SUBMIT: return IOT_SEG_URING_SUBMIT;
-	case IOT_TS_URING_ASYNC: return IOT_SEG_IOWQ;
-	case IOT_TS_URING_POLL: return IOT_SEG_POLL;
-	case IOT_TS_FS: return IOT_SEG_FS;
-	case IOT_TS_PAGECACHE: return IOT_SEG_PAGECACHE;
-	case IOT_TS_BIO_QUEUE: return IOT_SEG_BLOCK;
-	case IOT_TS_RQ_INSERT: return IOT_SEG_IOSCHED;
-	/* From issue to the driver's hand-off is driver time; without a driver stamp it is all device. */
-	case IOT_TS_RQ_ISSUE: return r->ts[IOT_TS_DRIVER] ? IOT_SEG_DRIVER : IOT_SEG_DEVICE;
-	case IOT_TS_DRIVER: return IOT_SEG_DEVICE;
-	case IOT_TS_IRQ: return IOT_SEG_IRQ;
-	case IOT_TS_RQ_COMPLETE:
-	case IOT_TS_BIO_END: return IOT_SEG_COMPLETION;
-	case IOT_TS_URING_TASKWORK: return IOT_SEG_TASKWORK;
-	case IOT_TS_URING_COMPLETE:
-	case IOT_TS_SYSCALL_EXIT: return IOT_SEG_RETURN;
-	default: return -1;
-	}
-}
-
-const char *iot_segment_name(const struct iot_record *r, int ts)
-{
-	int k = segment_of(r, ts);
-
-	return k >= 0 && k < IOT_SEGMENT_COUNT ? iot_segment_names[k] : "?";
-}
-
 void iot_record_split(const struct iot_record *r, struct iot_split *ret)
 {
 	int prev = -1;
@@ -201,9 +169,8 @@ void iot_record_split(const struct iot_record *r, struct iot_split *ret)
 				d = r->ts[i] - r->ts[prev];
 			else
 				ret->ordered = 0;
-			ret->seg[ret->n] = segment_of(r, prev);
-			ret->name[ret->n] = ret->seg[ret->n] >= 0 && ret->seg[ret->n] < IOT_SEGMENT_COUNT ?
-						    iot_segment_names[ret->seg[ret->n]] : "?";
+			ret->seg[ret->n] = iot_seg_of(r, prev);
+			ret->name[ret->n] = ret->seg[ret->n] >= 0 ? iot_segment_names[ret->seg[ret->n]] : "?";
 			ret->from_ts[ret->n] = prev;
 			ret->ns[ret->n] = d;
 			ret->n++;

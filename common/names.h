@@ -32,8 +32,6 @@ struct iot_split {
 	int ordered;			/* 1 when the present timestamps never go backwards */
 };
 void iot_record_split(const struct iot_record *r, struct iot_split *ret);
-/* Name of the segment that starts at timestamp ts, given which come after. */
-const char *iot_segment_name(const struct iot_record *r, int ts);
 
 /* Segment names every histogram knows, in display order. */
 extern const char *const iot_segment_names[];

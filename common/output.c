@@ -263,7 +263,7 @@ static void account(struct output *o, const struct iot_record *r, const struct i
 	if (r->offcpu_ns)
 		hist_add(&o->offcpu, r->offcpu_ns);
 	for (int i = 0; i < s->n; i++)
-		if (s->seg[i] >= 0 && s->seg[i] < IOT_SEGMENT_COUNT)
+		if (s->seg[i] >= 0)
 			hist_add(&o->seg[s->seg[i]], s->ns[i]);
 }
 

@@ -176,6 +176,35 @@ enum iot_seg {
 	IOT_SEG_MAX,
 };
 
+/*
+ * The segment (enum iot_seg) that starts at stamp ts, given which stamps the
+ * record has; -1 for no stamp. One mapping for the in-kernel histograms and
+ * user space's split.
+ */
+static inline __attribute__((always_inline)) int iot_seg_of(const struct iot_record *r, int ts)
+{
+	switch (ts) {
+	case IOT_TS_SYSCALL_ENTER: return IOT_SEG_SYSCALL;
+	case IOT_TS_URING_SUBMIT: return IOT_SEG_URING_SUBMIT;
+	case IOT_TS_URING_ASYNC: return IOT_SEG_IOWQ;
+	case IOT_TS_URING_POLL: return IOT_SEG_POLL;
+	case IOT_TS_FS: return IOT_SEG_FS;
+	case IOT_TS_PAGECACHE: return IOT_SEG_PAGECACHE;
+	case IOT_TS_BIO_QUEUE: return IOT_SEG_BLOCK;
+	case IOT_TS_RQ_INSERT: return IOT_SEG_IOSCHED;
+	/* From issue to the driver's hand-off is driver time; without a driver stamp it is all device. */
+	case IOT_TS_RQ_ISSUE: return r->ts[IOT_TS_DRIVER] ? IOT_SEG_DRIVER : IOT_SEG_DEVICE;
+	case IOT_TS_DRIVER: return IOT_SEG_DEVICE;
+	case IOT_TS_IRQ: return IOT_SEG_IRQ;
+	case IOT_TS_RQ_COMPLETE:
+	case IOT_TS_BIO_END: return IOT_SEG_COMPLETION;
+	case IOT_TS_URING_TASKWORK: return IOT_SEG_TASKWORK;
+	case IOT_TS_URING_COMPLETE:
+	case IOT_TS_SYSCALL_EXIT: return IOT_SEG_RETURN;
+	default: return -1;
+	}
+}
+
 /* Log-linear histogram buckets, shared by the kernel side and user space. */
 #define IOT_HIST_SUB_BITS 4
 #define IOT_HIST_SUB (1u << IOT_HIST_SUB_BITS)
