@@ -200,9 +200,12 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		struct iot_qemu_req *q = &e->reqs[i];
 		__u64 out_addr, next;
 
-		/* One copy of the request's first bytes, then every field from it: a read each cost 40 ns. */
-		if (bpf_probe_read_user(rb->b, read_len, (void *)req))
-			break;
+		/*
+		 * One copy of the request's first bytes, then every field from it:
+		 * a read each cost 40 ns. A failed copy leaves zeros, which end the
+		 * chain and fail the layout check below (counted by user space).
+		 */
+		bpf_probe_read_user(rb->b, read_len, (void *)req);
 		q->req = req;
 		q->head = get_u32(rb->b, L.elem_index);
 		out_addr = get_u64(rb->b, L.elem_out_addr);
@@ -223,8 +226,6 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 			e->flags |= IOT_QF_CHAIN_TRUNC;
 		req = next;
 	}
-	if (!e->nreqs)
-		return 0;
 	/*
 	 * The layout check: what we read must agree with what QEMU passed.
 	 * Another device's request (nvme, scsi emulation also call blk_aio_*)

@@ -294,23 +294,29 @@ static int on_qevent(void *ctx, void *data, size_t len)
 struct probe_site {
 	const char *func;
 	const char *prog;
-	const char *lead;	/* hex of the function's first bytes, through the instruction probed; NULL: entry */
-	uint32_t off;		/* where that instruction starts */
+	const uint8_t *lead;	/* the function's first bytes, through the instruction probed; NULL: entry */
+	uint8_t lead_len;
+	uint8_t off;		/* where that instruction starts */
 };
 
+/* sub $8,%rsp; mov 0x20(%rdx),%rax; test %rax,%rax; js; push %r9 */
+static const uint8_t lead_blk_aio_rw[] = { 0x48, 0x83, 0xec, 0x08, 0x48, 0x8b, 0x42, 0x20,
+					   0x48, 0x85, 0xc0, 0x78, 0x1e, 0x41, 0x51 };
+/* sub $8,%rsp; xor %r9d,%r9d; lea cb(%rip),%r8; xor %ecx,%ecx; push %rdx */
+static const uint8_t lead_blk_aio_flush[] = { 0x48, 0x83, 0xec, 0x08, 0x45, 0x31, 0xc9, 0x4c, 0x8d,
+					      0x05, 0x72, 0x08, 0x00, 0x00, 0x31, 0xc9, 0x52 };
+#define LEAD(a) a, sizeof(a)
+
 static const struct probe_site probe_sites[] = {
-	/*
-	 * sub $8,%rsp; mov 0x20(%rdx),%rax; test %rax,%rax; js; push %r9
-	 * (QEMU 7.2, Debian 12): rdi, rsi, rdx and r9, the arguments read, untouched.
-	 */
-	{ "blk_aio_preadv", "qemu_blk_aio_preadv", "4883ec08488b42204885c0781e4151", 13 },
-	{ "blk_aio_pwritev", "qemu_blk_aio_pwritev", "4883ec08488b42204885c0781e4151", 13 },
-	/* sub $8,%rsp; xor %r9d,%r9d; lea cb(%rip),%r8; xor %ecx,%ecx; push %rdx: rdi and rdx untouched. */
-	{ "blk_aio_flush", "qemu_blk_aio_flush", "4883ec084531c94c8d057208000031c952", 16 },
+	/* QEMU 7.2, Debian 12: rdi, rsi, rdx and r9, the arguments read, untouched before the push. */
+	{ "blk_aio_preadv", "qemu_blk_aio_preadv", LEAD(lead_blk_aio_rw), 13 },
+	{ "blk_aio_pwritev", "qemu_blk_aio_pwritev", LEAD(lead_blk_aio_rw), 13 },
+	/* rdi and rdx untouched before the push. */
+	{ "blk_aio_flush", "qemu_blk_aio_flush", LEAD(lead_blk_aio_flush), 16 },
 	/* These begin with a push. */
-	{ "thread_pool_submit_aio", "qemu_thread_pool_submit", NULL, 0 },
-	{ "luring_co_submit", "qemu_luring_submit", NULL, 0 },
-	{ "laio_co_submit", "qemu_laio_submit", NULL, 0 },
+	{ "thread_pool_submit_aio", "qemu_thread_pool_submit", NULL, 0, 0 },
+	{ "luring_co_submit", "qemu_luring_submit", NULL, 0, 0 },
+	{ "laio_co_submit", "qemu_laio_submit", NULL, 0, 0 },
 };
 
 #define PROBES_N (sizeof(probe_sites) / sizeof(probe_sites[0]))
@@ -324,20 +330,6 @@ static bool insn_emulated(const uint8_t *p)
 	if (p[0] == 0x41 && p[1] >= 0x50 && p[1] <= 0x57)
 		return true;
 	return p[0] == 0x90;
-}
-
-static int hex_bytes(const char *hex, uint8_t *ret, size_t max)
-{
-	size_t n = 0;
-
-	for (; hex[0] && hex[1] && n < max; hex += 2) {
-		unsigned int b;
-
-		if (sscanf(hex, "%2x", &b) != 1)
-			return -EINVAL;
-		ret[n++] = b;
-	}
-	return n;
 }
 
 /*
@@ -409,17 +401,11 @@ static int read_func_leads(const char *exe, uint8_t ret_lead[PROBES_N][LEAD_MAX]
  */
 static uint32_t probe_offset(const struct probe_site *s, const uint8_t lead[LEAD_MAX], bool found, bool *ret_stepped)
 {
-	uint8_t want[LEAD_MAX];
-	int n;
-
 	*ret_stepped = false;
 	if (!found)
 		return 0;
-	if (s->lead) {
-		n = hex_bytes(s->lead, want, sizeof(want));
-		if (n > 0 && !memcmp(want, lead, n) && insn_emulated(lead + s->off))
-			return s->off;
-	}
+	if (s->lead && s->lead_len <= LEAD_MAX && !memcmp(s->lead, lead, s->lead_len) && insn_emulated(lead + s->off))
+		return s->off;
 	*ret_stepped = !insn_emulated(lead);
 	return 0;
 }

@@ -259,8 +259,8 @@ static int vm_add(struct host *h, int pid)
 			goto refuse;
 		h->qt[h->nqt++] = v->qt;
 		if (qemu_tracer__stepped(v->qt)[0])
-			logf_("%s: the code of %s is not the one iotracer checked: probed at the entry, where "
-			      "each hit is single-stepped and costs several times more", v->vm.exe,
+			logf_("%s: %s probed where each hit is single-stepped (the code is not the one "
+			      "iotracer checked), several times dearer", v->vm.exe,
 			      qemu_tracer__stepped(v->qt));
 	}
 	if ((r = qemu_tracer__add_pid(v->qt, pid)) || (r = tracer__add_pid(h->kt, pid))) {
