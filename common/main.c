@@ -606,6 +606,19 @@ static void report_loss(const uint64_t c[IOT_CNT_MAX])
 			c[IOT_CNT_BIO_UNWALKED]);
 }
 
+/* The -o file, fully buffered: the loops flush whenever they have read a batch. NULL (said) on failure. */
+static FILE *open_output(const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f) {
+		fprintf(stderr, "iotracer: cannot open '%s': %s\n", path, strerror(errno));
+		return NULL;
+	}
+	setvbuf(f, NULL, _IOFBF, 256 << 10);
+	return f;
+}
+
 static int run_host(struct cli *c)
 {
 	struct output_opts oopts = { .sz = sizeof(oopts) };
@@ -619,13 +632,9 @@ static int run_host(struct cli *c)
 	int err, pfd = -1;
 
 	if (c->output_path) {
-		of = fopen(c->output_path, "we");
-		if (!of) {
-			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c->output_path, strerror(errno));
+		of = open_output(c->output_path);
+		if (!of)
 			return 1;
-		}
-		/* Written in large pieces: the loops flush whenever they have read a batch. */
-		setvbuf(of, NULL, _IOFBF, 256 << 10);
 	}
 	/* On the host's tracks: "host"; each guest's under its own id. */
 	if (c->perfetto_path) {
@@ -715,13 +724,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (c.output_path) {
-		of = fopen(c.output_path, "we");
-		if (!of) {
-			fprintf(stderr, "iotracer: cannot open '%s': %s\n", c.output_path, strerror(errno));
+		of = open_output(c.output_path);
+		if (!of)
 			return 1;
-		}
-		/* Written in large pieces: the loops flush whenever they have read a batch. */
-		setvbuf(of, NULL, _IOFBF, 256 << 10);
 	}
 	oopts.format = c.json ? OUT_JSON : OUT_TEXT;
 	oopts.tree = c.tree;
