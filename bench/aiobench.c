@@ -48,6 +48,7 @@
 #include <sys/sdt.h>
 #include <libaio.h>
 #include <liburing.h>
+#include "../common/num.h"	/* by path: common/aio.h would hide <aio.h> */
 
 #define EXIT_RUNTIME		1
 #define EXIT_USAGE		2
@@ -1414,25 +1415,10 @@ static void usage(FILE *f)
 		SQ_THREAD_IDLE_MS, MAX_REG_BUFS, ATTACH_TIMEOUT_S);
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
-{
-	unsigned long long v;
-	char *end;
-
-	if (!*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 /* An option's number, or -EINVAL after saying which values it takes. */
 static int opt_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *ret)
 {
-	if (!parse_u64(s, min, max, ret))
+	if (!iot_parse_u64(s, min, max, ret))
 		return 0;
 	fprintf(stderr, "aiobench: --%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64 "\n",
 		name, s, min, max);

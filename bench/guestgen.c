@@ -59,6 +59,7 @@
 #include <sys/un.h>
 #include "addr.h"
 #include "frame.h"
+#include "num.h"
 #include "record_pb.h"
 
 #define PREAMBLE "IOTRACE1"
@@ -715,21 +716,6 @@ static void usage(FILE *f, const char *argv0)
 		argv0, IOT_BATCH_RECORDS_LIMIT);
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
-{
-	unsigned long long v;
-	char *end;
-
-	if (!*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 static int parse_double(const char *s, double *ret)
 {
 	char *end;
@@ -768,17 +754,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			if (parse_u64(optarg, UINT64_MAX / 8, &o->records))
+			if (iot_parse_u64(optarg, 0, UINT64_MAX / 8, &o->records))
 				goto bad_value;
 			records_set = true;
 			break;
 		case 'b':
-			if (parse_u64(optarg, IOT_BATCH_RECORDS_LIMIT, &v) || !v)
+			if (iot_parse_u64(optarg, 0, IOT_BATCH_RECORDS_LIMIT, &v) || !v)
 				goto bad_value;
 			o->batch = v;
 			break;
 		case 'p':
-			if (parse_u64(optarg, UINT32_MAX, &v))
+			if (iot_parse_u64(optarg, 0, UINT32_MAX, &v))
 				goto bad_value;
 			o->pid = v;
 			break;

@@ -4,17 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "addr.h"
+#include "num.h"
 
 static int parse_u32(const char *s, uint32_t max, uint32_t *ret)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
-	if (!*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v > max)
+	if (iot_parse_u64(s, 0, max, &v))
 		return -EINVAL;
 	*ret = v;
 	return 0;

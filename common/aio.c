@@ -21,6 +21,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "aio.h"
+#include "num.h"
 #include "tracer.h"
 #include "aio.skel.h"
 
@@ -381,19 +382,18 @@ int aio_main(int argc, char **argv)
 	struct bpf_link *links[AIO_LINKS] = {};
 	int opt, err, pid, status = 0, gate[2] = { -1, -1 }, ret = 1;
 	bool launched, exited = false;
-	uint64_t deadline = 0;
+	uint64_t deadline = 0, v;
 	char *end;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "+p:jo:D:vh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'p':
-			errno = 0;
-			o.pid = strtol(optarg, &end, 10);
-			if (errno || *end || o.pid <= 0) {
+			if (iot_parse_u64(optarg, 1, INT_MAX, &v)) {
 				fprintf(stderr, "iotracer: aio: --pid: not a process id: '%s'\n", optarg);
 				return EXIT_USAGE;
 			}
+			o.pid = v;
 			break;
 		case 'j':
 			o.json = true;

@@ -24,6 +24,7 @@
 #include "aio.h"
 #include "disks.h"
 #include "names.h"
+#include "num.h"
 #include "output.h"
 #include "perfetto.h"
 #include "tracer.h"
@@ -158,12 +159,9 @@ static void die_usage(const char *fmt, ...)
 
 static uint64_t parse_u64(const char *opt, const char *s, uint64_t max)
 {
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > max)
+	if (iot_parse_u64(s, 0, max, &v))
 		die_usage("%s: '%s' is not a number between 0 and %" PRIu64, opt, s, max);
 	return v;
 }
