@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include "record_pb.h"
 
@@ -41,6 +42,17 @@ void record_to_pb(const struct iot_record *r, Iotracer__Record *m, uint64_t *ts_
 	m->comm.len = strnlen(r->comm, IOT_COMM_LEN);
 }
 
+/* The enumerations a receiver checks; the other fields are checked by their width. */
+static bool enums_ok(uint32_t kind, uint32_t op, uint32_t syscall, uint32_t driver)
+{
+	return kind <= IOT_KIND_BIO && op < IOT_OP_MAX && syscall < IOT_SYS_MAX && driver <= IOT_DRV_OTHER;
+}
+
+int record_check(const struct iot_record *r)
+{
+	return enums_ok(r->kind, r->op, r->syscall, r->driver) ? 0 : -EINVAL;
+}
+
 int record_from_pb(const Iotracer__Record *m, struct iot_record *ret)
 {
 	struct iot_record r = {};
@@ -48,8 +60,7 @@ int record_from_pb(const Iotracer__Record *m, struct iot_record *ret)
 	/* Values a guest sends are checked, never trusted. */
 	if (m->n_ts > IOT_TS_MAX || m->comm.len > IOT_COMM_LEN || m->nr_bios > UINT16_MAX ||
 	    m->pc_pages > UINT16_MAX || m->pc_misses > UINT16_MAX || m->pc_dirtied > UINT16_MAX ||
-	    m->kind > IOT_KIND_BIO || m->op >= IOT_OP_MAX || m->syscall >= IOT_SYS_MAX ||
-	    m->uring_opcode > UINT8_MAX || m->driver > IOT_DRV_OTHER)
+	    m->uring_opcode > UINT8_MAX || !enums_ok(m->kind, m->op, m->syscall, m->driver))
 		return -EINVAL;
 	if (m->n_ts)
 		memcpy(r.ts, m->ts, m->n_ts * sizeof(uint64_t));

@@ -665,6 +665,58 @@ static void test_batch_builder(void)
 	}
 }
 
+/*
+ * The batch frame is assembled from records packed as they were added; it
+ * must be what protobuf-c makes of the same batch: the same length, and the
+ * same fields once protobuf-c has unpacked and packed it again.
+ */
+static void test_batch_matches_protobuf_c(void)
+{
+	static uint8_t ours[1 << 16], theirs[1 << 16];
+	Iotracer__ClockSync cs = IOTRACER__CLOCK_SYNC__INIT;
+	struct iot_record recs[40], back;
+	struct frame_batch *b = frame_batch__new(64, sizeof(ours));
+	Iotracer__Frame *f = NULL, *g = NULL;
+	size_t len, len2;
+
+	CHECK(b, "frame_batch__new: %m");
+	if (!b)
+		return;
+	cs.offset_ns = -123456789;
+	cs.uncertainty_ns = 4567;
+	cs.drift_ppm = -1.25;
+	cs.ref_guest_ns = 1700000000000000000ull;
+	cs.samples = 17;
+	for (unsigned int i = 0; i < 40; i++) {
+		make_record(&recs[i], i * 7 + 3);
+		CHECK(frame_batch__add(b, &recs[i]) == 0, "add %u", i);
+	}
+	CHECK(frame_batch__encode(b, 1ull << 40, &cs, ours, sizeof(ours), &len) == 0, "encode");
+	f = iotracer__frame__unpack(NULL, len - IOT_FRAME_HDR, ours + IOT_FRAME_HDR);
+	CHECK(f && f->msg_case == IOTRACER__FRAME__MSG_BATCH && f->batch, "protobuf-c unpacks our frame");
+	CHECK(((size_t)ours[0] << 24 | ours[1] << 16 | ours[2] << 8 | ours[3]) == len - IOT_FRAME_HDR,
+	      "length prefix");
+	if (f && f->batch) {
+		CHECK(frame_encode(f, theirs, sizeof(theirs), &len2) == 0 && len2 == len,
+		      "protobuf-c packs the same batch in %zu bytes, ours %zu", len2, len);
+		CHECK(f->batch->seq == 1ull << 40 && f->batch->n_records == 40, "seq and count");
+		CHECK(f->batch->clock && f->batch->clock->offset_ns == cs.offset_ns &&
+		      f->batch->clock->uncertainty_ns == cs.uncertainty_ns && f->batch->clock->drift_ppm == cs.drift_ppm &&
+		      f->batch->clock->ref_guest_ns == cs.ref_guest_ns && f->batch->clock->samples == cs.samples,
+		      "clock sync");
+		g = iotracer__frame__unpack(NULL, len2 - IOT_FRAME_HDR, theirs + IOT_FRAME_HDR);
+		for (size_t i = 0; g && g->batch && i < g->batch->n_records && i < 40; i++)
+			CHECK(record_from_pb(g->batch->records[i], &back) == 0 &&
+			      !memcmp(&back, &recs[i], sizeof(back)), "record %zu after both encoders", i);
+		CHECK(g && g->batch && g->batch->n_records == 40, "repacked batch");
+	}
+	if (f)
+		iotracer__frame__free_unpacked(f, NULL);
+	if (g)
+		iotracer__frame__free_unpacked(g, NULL);
+	frame_batch__free(b);
+}
+
 /* Appends a raw Frame{batch{records: count x {}}} with the given body. */
 static size_t raw_empty_records(uint8_t *buf, size_t count)
 {
@@ -960,6 +1012,7 @@ int main(int argc, char **argv)
 	test_callback_error();
 	test_invalid_records();
 	test_batch_builder();
+	test_batch_matches_protobuf_c();
 	test_decode_budget();
 	test_two_decoders();
 	test_buffer_bound();
