@@ -169,7 +169,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         # IOTRACER_PERF_DWARF=1: call graphs from DWARF (the build has no frame pointers).
         cg = ["--call-graph", "dwarf,16384"] if os.environ.get("IOTRACER_PERF_DWARF") else ["-g"]
         perf = subprocess.Popen(["perf", "record", "-q"] + cg + ["-p", str(host.pid), "-o",
-                                 os.environ["IOTRACER_PERF"]], stderr=subprocess.DEVNULL)
+                                 "%s.%s" % (os.environ["IOTRACER_PERF"], disk)], stderr=subprocess.DEVNULL)
     iops, ios = fio_run(ctl, disk, args.seconds)
     if perf:
         perf.send_signal(signal.SIGINT)

@@ -101,13 +101,15 @@ static const char usage_text[] =
 "      --dir PATH         only I/O on files below this directory (8 levels)\n"
 "  -m, --min-latency US   only requests that took at least US microseconds\n"
 "      --sample N         trace one request in N\n"
-"  -L, --layers LIST      comma-separated layers to trace (default: all available):\n"
-"                         syscall,fs,pagecache,sched,block,nvme,scsi,virtio,\n"
-"                         io_uring,aio; a layer named here that the kernel\n"
-"                         cannot serve is an error. In host mode, the host\n"
-"                         kernel layers under QEMU (default: those the join\n"
-"                         reads: syscall,block,nvme,scsi,virtio,io_uring,aio;\n"
-"                         syscall there means QEMU's positional calls)\n"
+"  -L, --layers LIST      comma-separated layers to trace (default: all available;\n"
+"                         in guest mode all but sched, which hooks every\n"
+"                         context switch): syscall,fs,pagecache,sched,block,\n"
+"                         nvme,scsi,virtio,io_uring,aio, or all; a layer named\n"
+"                         here that the kernel cannot serve is an error. In\n"
+"                         host mode, the host kernel layers under QEMU\n"
+"                         (default: those the join reads: syscall,block,nvme,\n"
+"                         scsi,virtio,io_uring,aio; syscall there means\n"
+"                         QEMU's positional calls)\n"
 "\n"
 "Output:\n"
 "  -j, --json             JSON lines (schema in docs/json-schema.md)\n"
@@ -409,6 +411,13 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		if (c->summary || requests || c->interval_s || c->tree || c->output_path)
 			die_usage("--mode guest sends its records to the host: --summary, --requests, --interval, "
 				  "--verbose and --output belong to the host agent");
+		/*
+		 * The sched layer runs on every context switch of the whole VM, a
+		 * third of the guest's BPF time, for an off-CPU time the host's
+		 * join does not use: named with --layers, it is traced.
+		 */
+		if (!c->layers_given)
+			c->topts.layers &= ~(1u << IOT_LAYER_SCHED);
 		if (!c->has_connect)
 			c->connect = (struct iot_addr){ .kind = IOT_ADDR_VSOCK, .cid = IOT_VSOCK_HOST_CID,
 							.port = IOT_DEFAULT_PORT };
