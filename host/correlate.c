@@ -53,7 +53,8 @@
 #define QAIO_WRITE 0x2
 #define QAIO_FLUSH 0x8
 
-enum { IX_GPA, IX_SECTOR, IX_REQ, IX_Q };
+enum { IX_GPA, IX_SECTOR, IX_Q };
+#define RECENT_MAX 64			/* latest submits a backend call is looked up among */
 
 /* One host kernel I/O, reduced to what the joined record shows. */
 struct hio {
@@ -78,7 +79,20 @@ struct qreq {
 	int32_t back[GROUP_BACK_MAX];	/* on the first request: its backend calls */
 	uint32_t back_gen[GROUP_BACK_MAX];
 	int nback;
-	int32_t nx[IX_Q], pv[IX_Q];
+	/*
+	 * The key chains are singly linked, newest first, each link carrying the
+	 * generation it was made with: the window is reused oldest first, so a
+	 * link to a reused entry ends the chain (all behind it is older still).
+	 * No unlink: a new request costs a bucket head per key and no other
+	 * entry's cache line.
+	 */
+	int32_t nx[IX_Q];
+	uint32_t nxgen[IX_Q];
+};
+
+struct qlink {
+	int32_t i;
+	uint32_t gen;
 };
 
 struct back {
@@ -132,7 +146,15 @@ struct corr {
 	struct corr_opts o;
 	struct qreq *q;
 	uint32_t qnext;
-	int32_t qhead[IX_Q][HB_MAX];
+	struct qlink qhead[IX_Q][HB_MAX];
+	/* Each submit's first request, newest last: its backend calls are made during the submit. */
+	struct {
+		uint32_t pid;
+		int32_t i;
+		uint32_t gen;
+		uint64_t reqptr, ts;
+	} recent[RECENT_MAX];
+	uint32_t nrecent;
 	struct back *b;
 	uint32_t bnext;
 	int32_t bhead[HB_MAX];
@@ -177,35 +199,36 @@ static uint32_t qbucket(const struct corr *c, const struct qreq *q, int ix)
 	switch (ix) {
 	case IX_GPA:
 		return mix(q->pid, q->gpa, 1);
-	case IX_SECTOR:
-		return mix(q->pid, q->sector, q->op << 1 | 2);
 	default:
-		return mix(q->pid, q->reqptr, 3);
+		return mix(q->pid, q->sector, q->op << 1 | 2);
 	}
 }
 
 static void qlink(struct corr *c, int32_t i, int ix)
 {
 	struct qreq *q = &c->q[i];
-	int32_t *head = &c->qhead[ix][qbucket(c, q, ix)];
+	struct qlink *head = &c->qhead[ix][qbucket(c, q, ix)];
 
-	q->nx[ix] = *head;
-	q->pv[ix] = NO_IDX;
-	if (*head != NO_IDX)
-		c->q[*head].pv[ix] = i;
-	*head = i;
+	q->nx[ix] = head->i;
+	q->nxgen[ix] = head->gen;
+	head->i = i;
+	head->gen = q->gen;
 }
 
-static void qunlink(struct corr *c, int32_t i, int ix)
+/* The first request of a key chain, or NO_IDX. */
+static int32_t qfirst(const struct corr *c, const struct qreq *key, int ix)
 {
-	struct qreq *q = &c->q[i];
+	const struct qlink *head = &c->qhead[ix][qbucket(c, key, ix)];
 
-	if (q->pv[ix] != NO_IDX)
-		c->q[q->pv[ix]].nx[ix] = q->nx[ix];
-	else
-		c->qhead[ix][qbucket(c, q, ix)] = q->nx[ix];
-	if (q->nx[ix] != NO_IDX)
-		c->q[q->nx[ix]].pv[ix] = q->pv[ix];
+	return head->i != NO_IDX && c->q[head->i].gen == head->gen ? head->i : NO_IDX;
+}
+
+/* The next (older) request of i's key chain, or NO_IDX. */
+static int32_t qnext(const struct corr *c, int32_t i, int ix)
+{
+	int32_t n = c->q[i].nx[ix];
+
+	return n != NO_IDX && c->q[n].gen == c->q[i].nxgen[ix] ? n : NO_IDX;
 }
 
 static uint32_t bbucket(const struct back *b)
@@ -260,7 +283,9 @@ struct corr *corr_new(const struct corr_opts *o)
 		corr_free(c);
 		return NULL;
 	}
-	memset(c->qhead, 0xff, sizeof(c->qhead));
+	for (int ix = 0; ix < IX_Q; ix++)
+		for (uint32_t k = 0; k < HB_MAX; k++)
+			c->qhead[ix][k].i = NO_IDX;
 	memset(c->bhead, 0xff, sizeof(c->bhead));
 	for (int i = 0; i < VS_MAX; i++)
 		hist_reset(&c->seg[i]);
@@ -318,15 +343,13 @@ static int32_t qalloc(struct corr *c)
 {
 	int32_t i = c->qnext++ & (QR_MAX - 1);
 	struct qreq *q = &c->q[i];
+	uint32_t gen;
 
-	if (q->used) {
-		if (!q->matched)
-			c->st.qemu_dropped++;
-		for (int ix = 0; ix < IX_Q; ix++)
-			qunlink(c, i, ix);
-	}
+	if (q->used && !q->matched)
+		c->st.qemu_dropped++;
+	gen = q->gen;
 	memset(q, 0, offsetof(struct qreq, nx));
-	q->gen = (q->gen + 1) | 1;
+	q->gen = (gen + 2) | 1;	/* odd, never the 0 of an empty chain head; kept across the reset */
 	q->used = true;
 	return i;
 }
@@ -368,8 +391,16 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		q->submit_ts = e->ts;
 		q->reqptr = r->req;
 		q->blk = e->blk;
-		if (first == NO_IDX)
+		if (first == NO_IDX) {
+			uint32_t n = c->nrecent++ % RECENT_MAX;
+
 			first = k;
+			c->recent[n].pid = e->pid;
+			c->recent[n].i = k;
+			c->recent[n].gen = q->gen;
+			c->recent[n].reqptr = r->req;
+			c->recent[n].ts = e->ts;
+		}
 		q->group = first;
 		q->group_gen = c->q[first].gen;
 		for (int ix = 0; ix < IX_Q; ix++)
@@ -468,19 +499,21 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 	struct qreq *g;
 	struct back *b;
 	struct fdent *f;
+	uint32_t gen;
 
 	c->st.backends++;
-	/* The submit this call serves: same process, same thread's latest submit. */
-	if (e->req) {
-		struct qreq key = { .pid = e->pid, .reqptr = e->req };
+	/*
+	 * The submit this call serves: the same thread's latest, which the probe
+	 * names (request and time). The call is made during the submit, so it is
+	 * among the latest few read; a later one is not linked.
+	 */
+	for (uint32_t k = 0; e->req && k < RECENT_MAX && k < c->nrecent; k++) {
+		uint32_t n = (c->nrecent - 1 - k) % RECENT_MAX;
 
-		for (int32_t i = c->qhead[IX_REQ][qbucket(c, &key, IX_REQ)]; i != NO_IDX; i = c->q[i].nx[IX_REQ]) {
-			struct qreq *q = &c->q[i];
-
-			if (q->pid == e->pid && q->reqptr == e->req && q->submit_ts == e->req_ts && q->group == i) {
-				qi = i;
-				break;
-			}
+		if (c->recent[n].pid == e->pid && c->recent[n].reqptr == e->req && c->recent[n].ts == e->req_ts) {
+			if (c->q[c->recent[n].i].gen == c->recent[n].gen)
+				qi = c->recent[n].i;
+			break;
 		}
 	}
 	if (qi == NO_IDX || backend_op(e->op) == IOT_OP_OTHER) {
@@ -499,8 +532,9 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 	b = &c->b[bi];
 	if (b->used)
 		bunlink(c, bi);
+	gen = b->gen;
 	memset(b, 0, offsetof(struct back, nx));
-	b->gen = (b->gen + 1) | 1;
+	b->gen = (gen + 2) | 1;
 	b->used = true;
 	b->pid = e->pid;
 	b->kind = e->backend;
@@ -774,7 +808,7 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 	 * of the same slot, so a chain holds the window's history of it: stop
 	 * at the first of this VM's requests taken before the guest's kick.
 	 */
-	for (int32_t i = c->qhead[ix][qbucket(c, &key, ix)]; i != NO_IDX; i = c->q[i].nx[ix]) {
+	for (int32_t i = qfirst(c, &key, ix); i != NO_IDX; i = qnext(c, i, ix)) {
 		struct qreq *q = &c->q[i];
 
 		if (q->pid != h->pid)
@@ -807,6 +841,7 @@ void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest
 		       const struct iot_record *r)
 {
 	struct held *h;
+	size_t n;
 
 	if (c->hcount == HOLD_MAX) {
 		/* The oldest waits no longer. */
@@ -816,7 +851,9 @@ void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest
 	memset(h, 0, sizeof(*h));
 	h->arrival = 0;
 	h->pid = vm_pid;
-	snprintf(h->guest, sizeof(h->guest), "%s", guest);
+	/* Not snprintf: a record's worth of formatting, per record, showed in a profile. */
+	n = strnlen(guest, sizeof(h->guest) - 1);
+	memcpy(h->guest, guest, n);	/* h was zeroed: terminated */
 	h->guest_clock = guest_clock;
 	h->unc = unc_ns;
 	h->q = NO_IDX;

@@ -68,6 +68,49 @@ static long head_of(const char *out, uint64_t sector, char *ret_match, size_t le
 	return -1;
 }
 
+/*
+ * The QEMU request window is reused oldest first. A guest record whose QEMU
+ * request left the window is unmatched, and one matched before its request's
+ * slot was reused shows no QEMU request rather than the slot's new one.
+ */
+static void test_window_reuse(void)
+{
+	char *buf = NULL, match[16] = "";
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	struct output_opts oo = { .sz = sizeof(oo), .format = OUT_JSON, .per_request = true, .out = f };
+	struct output *out = output__new(&oo);
+	struct corr_opts co = { .out = out, .of = f, .json = true, .hold_ns = 1000 * US };
+	struct corr *c = corr_new(&co);
+	uint64_t t = 5000000 * US;
+	long head;
+
+	CHECK(f && out && c, "setup");
+	if (!c)
+		return;
+	submit(c, t + 10 * US, BLK_A, 0x7700, 40, 2);	/* X: its guest record comes late */
+	submit(c, t + 20 * US, BLK_A, 0x7800, 48, 3);	/* Y: matched at once */
+	guest(c, t + 15 * US, DEV_1, 0x7800, 48);
+	corr_tick(c, t + 300 * US);
+	/* A window's worth of other requests, each on its own header address. */
+	for (uint32_t k = 0; k < 20000; k++)
+		submit(c, t + 400 * US + k, BLK_A, 0x100000 + k * 0x100ull, 1000000 + k * 8ull, 100 + k % 60000);
+	guest(c, t + 5 * US, DEV_1, 0x7700, 40);
+	corr_tick(c, t + 100000 * US);
+	corr_flush(c);
+	fflush(f);
+	head = head_of(buf, 40, match, sizeof(match));
+	CHECK(head == -1 && !strcmp(match, "none"), "request that left the window: head %ld (%s)", head, match);
+	head = head_of(buf, 48, match, sizeof(match));
+	CHECK(head == -1, "matched before its slot was reused: shows the slot's new request, head %ld", head);
+	corr_free(c);
+	output__free(out);
+	fclose(f);
+	if (failures)
+		fprintf(stderr, "%s", buf);
+	free(buf);
+}
+
 int main(void)
 {
 	char *buf = NULL, match[16] = "";
@@ -111,6 +154,7 @@ int main(void)
 	if (failures)
 		fprintf(stderr, "%s", buf);
 	free(buf);
+	test_window_reuse();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
