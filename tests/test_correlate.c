@@ -68,6 +68,47 @@ static long head_of(const char *out, uint64_t sector, char *ret_match, size_t le
 	return -1;
 }
 
+/* A join writing JSON into memory. */
+struct fixture {
+	char *buf;
+	size_t len;
+	FILE *f;
+	struct output *out;
+	struct corr *c;
+};
+
+static struct corr *fixture_open(struct fixture *x)
+{
+	struct output_opts oo = { .sz = sizeof(oo), .format = OUT_JSON, .per_request = true };
+	struct corr_opts co = { .json = true, .hold_ns = 1000 * US };
+
+	memset(x, 0, sizeof(*x));
+	x->f = oo.out = co.of = open_memstream(&x->buf, &x->len);
+	x->out = co.out = x->f ? output__new(&oo) : NULL;
+	x->c = x->out ? corr_new(&co) : NULL;
+	CHECK(x->c, "setup");
+	return x->c;
+}
+
+/* The output so far, flushed. */
+static const char *fixture_text(struct fixture *x)
+{
+	corr_flush(x->c);
+	fflush(x->f);
+	return x->buf;
+}
+
+static void fixture_close(struct fixture *x)
+{
+	corr_free(x->c);
+	output__free(x->out);
+	if (x->f)
+		fclose(x->f);
+	if (failures && x->buf)
+		fprintf(stderr, "%s", x->buf);
+	free(x->buf);
+}
+
 /*
  * The QEMU request window is reused oldest first. A guest record whose QEMU
  * request left the window is unmatched, and one matched before its request's
@@ -75,17 +116,13 @@ static long head_of(const char *out, uint64_t sector, char *ret_match, size_t le
  */
 static void test_window_reuse(void)
 {
-	char *buf = NULL, match[16] = "";
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	struct output_opts oo = { .sz = sizeof(oo), .format = OUT_JSON, .per_request = true, .out = f };
-	struct output *out = output__new(&oo);
-	struct corr_opts co = { .out = out, .of = f, .json = true, .hold_ns = 1000 * US };
-	struct corr *c = corr_new(&co);
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	char match[16] = "";
+	const char *buf;
 	uint64_t t = 5000000 * US;
 	long head;
 
-	CHECK(f && out && c, "setup");
 	if (!c)
 		return;
 	submit(c, t + 10 * US, BLK_A, 0x7700, 40, 2);	/* X: its guest record comes late */
@@ -97,32 +134,22 @@ static void test_window_reuse(void)
 		submit(c, t + 400 * US + k, BLK_A, 0x100000 + k * 0x100ull, 1000000 + k * 8ull, 100 + k % 60000);
 	guest(c, t + 5 * US, DEV_1, 0x7700, 40);
 	corr_tick(c, t + 100000 * US);
-	corr_flush(c);
-	fflush(f);
+	buf = fixture_text(&x);
 	head = head_of(buf, 40, match, sizeof(match));
 	CHECK(head == -1 && !strcmp(match, "none"), "request that left the window: head %ld (%s)", head, match);
 	head = head_of(buf, 48, match, sizeof(match));
 	CHECK(head == -1, "matched before its slot was reused: shows the slot's new request, head %ld", head);
-	corr_free(c);
-	output__free(out);
-	fclose(f);
-	if (failures)
-		fprintf(stderr, "%s", buf);
-	free(buf);
+	fixture_close(&x);
 }
 
 int main(void)
 {
-	char *buf = NULL, match[16] = "";
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	struct output_opts oo = { .sz = sizeof(oo), .format = OUT_JSON, .per_request = true, .out = f };
-	struct output *out = output__new(&oo);
-	struct corr_opts co = { .out = out, .of = f, .json = true, .hold_ns = 1000 * US };
-	struct corr *c = corr_new(&co);
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	char match[16] = "";
+	const char *buf;
 	uint64_t t = 1000000 * US;
 
-	CHECK(f && out && c, "setup");
 	if (!c)
 		return 1;
 	/* 1. An exact match: disk 1 is drive A. */
@@ -138,8 +165,7 @@ int main(void)
 	submit(c, t + 10 * US, BLK_B, 0x9100, 24, 11);
 	guest(c, t, DEV_2, 0, 24);
 	corr_tick(c, t + 10000 * US);
-	corr_flush(c);
-	fflush(f);
+	buf = fixture_text(&x);
 
 	CHECK(head_of(buf, 8, match, sizeof(match)) == 1 && !strcmp(match, "gpa"), "exact match: head %ld, %s",
 	      head_of(buf, 8, match, sizeof(match)), match);
@@ -148,12 +174,7 @@ int main(void)
 	      head_of(buf, 16, match, sizeof(match)), match);
 	CHECK(head_of(buf, 24, match, sizeof(match)) == 11 && !strcmp(match, "sector"),
 	      "fallback on disk 2: head %ld (%s)", head_of(buf, 24, match, sizeof(match)), match);
-	corr_free(c);
-	output__free(out);
-	fclose(f);
-	if (failures)
-		fprintf(stderr, "%s", buf);
-	free(buf);
+	fixture_close(&x);
 	test_window_reuse();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
