@@ -61,6 +61,10 @@ static const char *const block_tps[] = {
 	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
 	"block_split", "block_rq_insert", "block_rq_issue", "block_rq_requeue", "block_rq_error",
 	"block_rq_complete", "block_bio_complete", NULL };
+static const char *const block_tps_no_insert[] = {
+	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
+	"block_split", "block_rq_issue", "block_rq_requeue", "block_rq_error",
+	"block_rq_complete", "block_bio_complete", NULL };
 /* Only block_bio_queue, block_rq_issue and block_rq_complete are essential. */
 static const char *const block_required[] = {
 	"block_bio_queue", "block_rq_issue", "block_rq_complete", NULL };
@@ -395,7 +399,9 @@ static void choose_routes(struct tracer *t)
 			layer_set(t, IOT_LAYER_SCHED, LAYER_UNAVAILABLE, "no sched_switch tracepoint");
 	}
 	if (want(t, IOT_LAYER_BLOCK)) {
-		if (all_exist(block_required) && (n = enable_tps(t, block_tps, IOT_LAYER_BLOCK, "btf_", "raw_")))
+		if (all_exist(block_required) &&
+		    (n = enable_tps(t, t->opts.no_rq_insert ? block_tps_no_insert : block_tps, IOT_LAYER_BLOCK,
+				    "btf_", "raw_")))
 			layer_set(t, IOT_LAYER_BLOCK, LAYER_ON, "%s block tracepoints (%d)", tp_route(t), n);
 		else
 			layer_set(t, IOT_LAYER_BLOCK, LAYER_UNAVAILABLE, "block_bio_queue/rq_issue/rq_complete tracepoints missing");

@@ -49,8 +49,14 @@ struct tracer_opts {
 	 * go to eventfds and sockets, and would each cost a hook for nothing.
 	 */
 	int positional_only;
+	/*
+	 * The block layer without block_rq_insert: a join reads each request's
+	 * issue and completion, not its time in the I/O scheduler, and every
+	 * hook is a program run per request.
+	 */
+	int no_rq_insert;
 };
-#define tracer_opts__last_field positional_only
+#define tracer_opts__last_field no_rq_insert
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */

@@ -350,16 +350,19 @@ static int qemu_layer_start(struct host *h)
 	if (!h->corr)
 		return -ENOMEM;
 	/*
-	 * By default only what the join reads: the file system, page cache and
-	 * scheduler layers cost a hook per event of QEMU's and are not joined.
-	 * Nor are QEMU's read/write calls, on eventfds and sockets: its file
-	 * backends use positional calls only.
+	 * By default only what the join reads, since each hook is a program run
+	 * per event of QEMU's: not the file system, page cache and scheduler
+	 * layers, nor the device drivers' stamps (the host device time is the
+	 * block layer's issue to completion; the virtio and nvme layers would
+	 * add a hook on every interrupt), nor the I/O scheduler's insert. Nor
+	 * QEMU's read/write calls, on eventfds and sockets: its file backends
+	 * use positional calls only.
 	 */
-	topts.layers = h->o->layers ?: (1u << IOT_LAYER_SYSCALL | 1u << IOT_LAYER_BLOCK | 1u << IOT_LAYER_NVME |
-					 1u << IOT_LAYER_SCSI | 1u << IOT_LAYER_VIRTIO | 1u << IOT_LAYER_IO_URING |
+	topts.layers = h->o->layers ?: (1u << IOT_LAYER_SYSCALL | 1u << IOT_LAYER_BLOCK | 1u << IOT_LAYER_IO_URING |
 					 1u << IOT_LAYER_AIO);
 	topts.layers_explicit = h->o->layers_explicit;
 	topts.positional_only = 1;
+	topts.no_rq_insert = !h->o->layers;
 	/*
 	 * The host kernel's records of every traced QEMU share one ring: room
 	 * for about 1,500 (a fifth of a second of 4 busy guests) while the
