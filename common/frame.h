@@ -63,6 +63,8 @@ struct frame_decoder {
 	uint8_t *arena;			/* where a frame's message is unpacked (IOT_FRAME_ARENA bytes) */
 	size_t arena_used;
 	uint64_t frames;		/* frames decoded and handed to the callback */
+	uint64_t fast_frames;		/* of which batches decoded by decode_batch_fast() */
+	bool no_fast;			/* every frame through protobuf-c (tests compare the two) */
 	int err;			/* 0, or the error that ended the stream */
 	char errmsg[160];
 };

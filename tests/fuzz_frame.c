@@ -9,7 +9,9 @@
  * goes through what the host does with it (hello check, batch decode), and
  * is encoded again: decoding that encoding must give the same bytes once
  * more, or fail only on the memory budget (the first encoding may have been
- * padded, e.g. with over-long varints, to earn a larger budget). Frames that
+ * padded, e.g. with over-long varints, to earn a larger budget). The same
+ * input through a decoder without the fast batch path must give the same
+ * frames and the same end. Frames that
  * carry unknown fields are exempt from the "must decode" part: protobuf-c
  * 1.4 accepts a field number 0 written as an over-long varint, keeps it as
  * unknown, and then writes it in a form it refuses itself.
@@ -163,6 +165,67 @@ static int fuzz_cb(void *ctx, const Iotracer__Frame *f)
 	return 0;
 }
 
+/* What a decoder handed over, frame by frame, packed again by protobuf-c. */
+struct trace {
+	uint8_t *buf;
+	size_t len, cap;
+};
+
+static int trace_cb(void *ctx, const Iotracer__Frame *f)
+{
+	struct trace *t = ctx;
+	size_t n = iotracer__frame__get_packed_size(f) + 1;
+
+	if (t->cap - t->len < n) {
+		t->cap = (t->len + n) * 2;
+		t->buf = realloc(t->buf, t->cap);
+		FUZZ_ASSERT(t->buf);
+	}
+	t->buf[t->len++] = (uint8_t)f->msg_case;
+	t->len += iotracer__frame__pack(f, t->buf + t->len);
+	return 0;
+}
+
+/* The whole input through one decoder, the fast batch path on or off: its trace and how it ended. */
+static int decode_all(const uint8_t *data, size_t size, size_t split, bool no_fast, struct trace *t,
+		      uint64_t *ret_fast)
+{
+	struct frame_decoder d;
+	int r;
+
+	FUZZ_ASSERT(frame_decoder__init(&d, FUZZ_MAX_FRAME) == 0);
+	d.no_fast = no_fast;
+	r = frame_decoder__feed(&d, data, split, trace_cb, t);
+	if (!r)
+		r = frame_decoder__feed(&d, data + split, size - split, trace_cb, t);
+	if (!r)
+		r = frame_decoder__finish(&d);
+	*ret_fast = d.fast_frames;
+	frame_decoder__fini(&d);
+	return r;
+}
+
+/*
+ * The fast batch path must make of every input exactly what protobuf-c
+ * makes of it: the same frames, the same end.
+ */
+static void check_fast_path(const uint8_t *data, size_t size, size_t split)
+{
+	struct trace fast = {}, slow = {};
+	uint64_t nfast, nslow;
+	int rf, rs;
+
+	rf = decode_all(data, size, split, false, &fast, &nfast);
+	rs = decode_all(data, size, split, true, &slow, &nslow);
+	FUZZ_ASSERT(nslow == 0);
+	if (rf != rs || fast.len != slow.len || (fast.len && memcmp(fast.buf, slow.buf, fast.len)))
+		fprintf(stderr, "fast path: %d, %zu bytes of frames; protobuf-c: %d, %zu bytes\n",
+			rf, fast.len, rs, slow.len);
+	FUZZ_ASSERT(rf == rs && fast.len == slow.len && (!fast.len || !memcmp(fast.buf, slow.buf, fast.len)));
+	free(fast.buf);
+	free(slow.buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct frame_decoder d;
@@ -178,6 +241,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (split > size)
 		split = size;
 	c.strict = size && (data[size - 1] & 1);
+	check_fast_path(data, size, split);
 	FUZZ_ASSERT(frame_decoder__init(&d, FUZZ_MAX_FRAME) == 0);
 	r = frame_decoder__feed(&d, data, split, fuzz_cb, &c);
 	FUZZ_ASSERT(d.cap <= d.max_frame);
