@@ -196,6 +196,9 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         host.wait(timeout=60)
         corr = [json.loads(l) for l in open(hout) if '"type":"correlation"' in l]
         c = corr[-1] if corr else {}
+        # Every outcome and loss counter of the join, for a run that did not match everything.
+        print("  correlation: " + ", ".join("%s %s" % (k, v) for k, v in sorted(c.items())
+                                            if k != "type" and v not in (0, None, "")), flush=True)
         res["hits"] = c.get("uprobe_hits", 0) / max(c.get("qemu_requests", 1), 1)
         res["matched"] = c.get("gpa", 0)
         res["guest_reqs"] = sum(c.get(k, 0) for k in ("gpa", "sector", "no_qemu_request", "key_disagrees", "no_vm",
