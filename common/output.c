@@ -153,10 +153,9 @@ static int format_json(const struct iot_record *r, const struct iot_split *sp, c
 {
 	struct sbuf b = { buf, len, 0 };
 	const struct iot_split *s = sp;
-	char dev[32], comm[IOT_COMM_LEN * 6 + 1];
+	char comm[IOT_COMM_LEN * 6 + 1];
 	bool first;
 
-	format_kdev(r->dev, dev, sizeof(dev));
 	json_escape(r->comm, IOT_COMM_LEN, comm, sizeof(comm));
 	SB_LIT(&b, "{\"type\":\"io\"");
 	sb_kv_str(&b, "kind", iot_kind_name(r->kind));
@@ -169,7 +168,14 @@ static int format_json(const struct iot_record *r, const struct iot_split *sp, c
 	sb_kv_str(&b, "comm", comm);
 	sb_kv_u64(&b, "cgroup", r->cgroup_id);
 	sb_kv_str(&b, "attribution", iot_attribution(r));
-	sb_kv_str(&b, "dev", r->dev ? dev : "");
+	/* MAJ:MIN appended, not snprintf'd: this runs for every record. */
+	SB_LIT(&b, ",\"dev\":\"");
+	if (r->dev) {
+		sb_u64(&b, r->dev >> 20);
+		SB_LIT(&b, ":");
+		sb_u64(&b, r->dev & ((1u << 20) - 1));
+	}
+	SB_LIT(&b, "\"");
 	sb_kv_u64(&b, "inode", r->inode);
 	if (r->offset != IOT_UNKNOWN_U64)
 		sb_kv_u64(&b, "offset", r->offset);
