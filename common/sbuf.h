@@ -48,16 +48,31 @@ static inline void sb_str(struct sbuf *b, const char *s)
 
 #define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
 
+/* Two digits at a time: a record is mostly nanosecond stamps of 13 to 16 digits. */
 static inline void sb_u64(struct sbuf *b, uint64_t v)
 {
+	static const char pairs[201] =
+		"00010203040506070809101112131415161718192021222324"
+		"25262728293031323334353637383940414243444546474849"
+		"50515253545556575859606162636465666768697071727374"
+		"75767778798081828384858687888990919293949596979899";
 	char tmp[20];
-	int n = 0;
+	int i = sizeof(tmp);
 
-	do {
-		tmp[sizeof(tmp) - 1 - n++] = '0' + v % 10;
-		v /= 10;
-	} while (v);
-	sb_put(b, tmp + sizeof(tmp) - n, n);
+	while (v >= 100) {
+		unsigned int r = v % 100;
+
+		v /= 100;
+		i -= 2;
+		memcpy(tmp + i, pairs + 2 * r, 2);
+	}
+	if (v >= 10) {
+		i -= 2;
+		memcpy(tmp + i, pairs + 2 * v, 2);
+	} else {
+		tmp[--i] = '0' + v;
+	}
+	sb_put(b, tmp + i, sizeof(tmp) - i);
 }
 
 static inline void sb_i64(struct sbuf *b, int64_t v)

@@ -13,6 +13,7 @@
 #include "names.h"
 #include "output.h"
 #include "record_pb.h"
+#include "sbuf.h"
 
 #include "check.h"
 
@@ -210,8 +211,39 @@ static void test_record_pb(void)
 	CHECK(iotracer__record__unpack(NULL, len / 2, buf) == NULL, "truncated frame");
 }
 
+/* The JSON number writer against printf, at every digit count and the edges. */
+static void test_sb_u64(void)
+{
+	char got[32], want[32];
+	uint64_t v = 1;
+	int bad = 0;
+
+	for (int digits = 0; digits < 64 * 4; digits++) {
+		uint64_t vals[] = { v - 1, v, v + 1, v * 7 + 3, UINT64_MAX - digits };
+
+		for (unsigned int i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+			struct sbuf b = { got, sizeof(got), 0 };
+
+			sb_u64(&b, vals[i]);
+			got[b.w] = 0;
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)vals[i]);
+			bad += strcmp(got, want) != 0;
+		}
+		v = digits % 4 == 3 ? v * 10 + 1 : v * 3;	/* wraps around: as good a value as any */
+	}
+	CHECK(!bad, "sb_u64 differs from printf %d times", bad);
+	{
+		char small[4];
+		struct sbuf b = { small, sizeof(small), 0 };
+
+		sb_u64(&b, 123456);
+		CHECK(b.w == 6, "a cut number still counts its length: %zu", b.w);
+	}
+}
+
 int main(void)
 {
+	test_sb_u64();
 	test_split();
 	test_hist();
 	test_layers();
