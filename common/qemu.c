@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/param.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -34,9 +35,9 @@ static const struct {
 		/* VirtIOBlockReq: elem (56 bytes), sector_num, dev, vq, 2 undo records, in, out, qiov, in_len, next, mr_next */
 		.req_sector_num = 56, .req_out_type = 136, .req_out_sector = 144, .req_qiov = 152, .req_mr_next = 208,
 		/* QEMUIOVector: iov, niov, union { nalloc + local_iov, size at local_iov.iov_len } */
-		.qiov_size = 32,
-		/* RawPosixAIOData: bs, aio_type, aio_fildes, aio_offset, aio_nbytes */
-		.rawaio_type = 8, .rawaio_fd = 12, .rawaio_offset = 16, .rawaio_nbytes = 24,
+		.qiov_iov = 0, .qiov_size = 32,
+		/* RawPosixAIOData: bs, aio_type, aio_fildes, aio_offset, aio_nbytes, io.iov */
+		.rawaio_type = 8, .rawaio_fd = 12, .rawaio_offset = 16, .rawaio_nbytes = 24, .rawaio_iov = 32,
 		/* thread_pool_submit_aio(pool, func, arg, cb, opaque) */
 		.tp_arg = 2,
 		/* luring_co_submit(bs, s, fd, offset, qiov, type) */
@@ -435,7 +436,8 @@ static uint32_t req_read_len(const struct iot_qemu_layout *l)
 {
 	const uint32_t ends[] = {
 		l->elem_index + 4, l->elem_out_addr + 8, l->req_sector_num + 8, l->req_out_type + 4,
-		l->req_out_sector + 8, l->req_qiov + l->qiov_size + 8, l->req_mr_next + 8,
+		l->req_out_sector + 8, l->req_qiov + l->qiov_size + 8, l->req_qiov + l->qiov_iov + 8,
+		l->req_mr_next + 8,
 	};
 	uint32_t n = 0;
 
@@ -465,9 +467,16 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 	}
 	q->skel->rodata->L = *layout;
 	q->skel->rodata->L.req_read = req_read_len(layout);
-	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX) {
-		snprintf(err, errlen, "the layout reads a VirtIOBlockReq up to byte %u, past the %u the probe copies",
-			 q->skel->rodata->L.req_read, IOT_QEMU_REQ_READ_MAX);
+	q->skel->rodata->L.qiov_read = MAX(layout->qiov_iov, layout->qiov_size) + 8;
+	q->skel->rodata->L.rawaio_read = MAX(MAX(layout->rawaio_type, layout->rawaio_fd) + 4,
+					     MAX(MAX(layout->rawaio_offset, layout->rawaio_nbytes), layout->rawaio_iov) + 8);
+	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX ||
+	    q->skel->rodata->L.qiov_read > IOT_QEMU_HEAD_READ_MAX ||
+	    q->skel->rodata->L.rawaio_read > IOT_QEMU_HEAD_READ_MAX) {
+		snprintf(err, errlen, "the layout reads past what the probes copy (VirtIOBlockReq %u of %u, "
+			 "QEMUIOVector %u and RawPosixAIOData %u of %u bytes)", q->skel->rodata->L.req_read,
+			 IOT_QEMU_REQ_READ_MAX, q->skel->rodata->L.qiov_read, q->skel->rodata->L.rawaio_read,
+			 IOT_QEMU_HEAD_READ_MAX);
 		goto fail;
 	}
 	r = qemu_bpf__load(q->skel);

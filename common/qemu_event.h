@@ -24,19 +24,24 @@ struct iot_qemu_layout {
 	/* VirtIOBlockReq (its VirtQueueElement is at offset 0) */
 	__u32 req_sector_num, req_out_type, req_out_sector, req_qiov, req_mr_next;
 	/* QEMUIOVector */
-	__u32 qiov_size;
+	__u32 qiov_iov, qiov_size;
 	/* RawPosixAIOData, the argument file-posix hands its thread pool */
-	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes;
+	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes, rawaio_iov;
 	/* argument positions, 0-based */
 	__u8 tp_arg;				/* thread_pool_submit_aio: the RawPosixAIOData */
 	__u8 luring_fd, luring_off, luring_qiov, luring_type;
 	__u8 laio_fd, laio_off, laio_qiov, laio_type;
 	__u8 pad[3];
-	/* Not in the table: the bytes of a VirtIOBlockReq the probe copies at once (every field read, up to 256). */
-	__u32 req_read;
+	/*
+	 * Not in the table: the bytes of a VirtIOBlockReq, a QEMUIOVector and a
+	 * RawPosixAIOData the probes copy at once (through the last field
+	 * read; at most 256, 64 and 64).
+	 */
+	__u32 req_read, qiov_read, rawaio_read;
 };
 
 #define IOT_QEMU_REQ_READ_MAX 256
+#define IOT_QEMU_HEAD_READ_MAX 64	/* of a QEMUIOVector or a RawPosixAIOData */
 
 enum iot_qemu_ev {
 	IOT_QEV_SUBMIT = 1,	/* blk_aio_preadv/pwritev/flush: virtio-blk hands requests to the block layer */
@@ -76,6 +81,14 @@ struct iot_qemu_event {
 	__u64 req_ts;		/* BACKEND: when that submit began */
 	__s32 fd;		/* BACKEND */
 	__u32 backend;		/* BACKEND: enum iot_qemu_backend */
+	/*
+	 * The data buffers (the struct iovec array of a QEMUIOVector): SUBMIT,
+	 * its first request's; BACKEND, those of the I/O handed to the host.
+	 * A format that passes the guest's buffers down (raw, and qcow2 within
+	 * a cluster) hands the same array, which names the submit a backend
+	 * call serves even when it is made later, from another request's turn.
+	 */
+	__u64 iov;
 	struct iot_qemu_req reqs[IOT_QEMU_CHAIN_MAX];
 };
 

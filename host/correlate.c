@@ -99,6 +99,7 @@ struct back {
 	uint32_t gen;
 	bool used, linked;
 	bool indexed;			/* in the key index (bhead) */
+	bool by_iov;			/* its submit found by the data buffers, not the thread alone */
 	uint32_t pid;
 	uint32_t kind, op;
 	uint64_t ino;
@@ -152,7 +153,7 @@ struct corr {
 		uint32_t pid;
 		int32_t i;
 		uint32_t gen;
-		uint64_t reqptr, ts;
+		uint64_t reqptr, ts, iov;
 	} recent[RECENT_MAX];
 	uint32_t nrecent;
 	struct back *b;
@@ -400,6 +401,7 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 			c->recent[n].gen = q->gen;
 			c->recent[n].reqptr = r->req;
 			c->recent[n].ts = e->ts;
+			c->recent[n].iov = e->iov;
 		}
 		q->group = first;
 		q->group_gen = c->q[first].gen;
@@ -495,7 +497,7 @@ static void note_image(struct corr *c, uint32_t pid, uint64_t ino)
 
 static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 {
-	int32_t qi = NO_IDX, bi;
+	int32_t qi, bi, named = NO_IDX, by_iov = NO_IDX;
 	struct qreq *g;
 	struct back *b;
 	struct fdent *f;
@@ -503,18 +505,32 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 
 	c->st.backends++;
 	/*
-	 * The submit this call serves: the same thread's latest, which the probe
-	 * names (request and time). The call is made during the submit, so it is
-	 * among the latest few read; a later one is not linked.
+	 * The submit this call serves. The probe names the thread's latest
+	 * (request and time): right for a call made during the submit, which
+	 * is among the latest few read. A call made later, when the main loop
+	 * resumes a request's coroutine (qcow2 reading its metadata first),
+	 * comes from another request's turn: the data buffers it hands down,
+	 * when they are some recent submit's, name the submit it serves. A
+	 * call whose buffers are no submit's (qcow2's own metadata I/O) stays
+	 * with the one the probe named.
 	 */
-	for (uint32_t k = 0; e->req && k < RECENT_MAX && k < c->nrecent; k++) {
+	for (uint32_t k = 0; k < RECENT_MAX && k < c->nrecent; k++) {
 		uint32_t n = (c->nrecent - 1 - k) % RECENT_MAX;
 
-		if (c->recent[n].pid == e->pid && c->recent[n].reqptr == e->req && c->recent[n].ts == e->req_ts) {
-			if (c->q[c->recent[n].i].gen == c->recent[n].gen)
-				qi = c->recent[n].i;
+		if (c->recent[n].pid != e->pid || c->q[c->recent[n].i].gen != c->recent[n].gen)
+			continue;
+		if (named == NO_IDX && e->req && c->recent[n].reqptr == e->req && c->recent[n].ts == e->req_ts)
+			named = c->recent[n].i;
+		if (e->iov && c->recent[n].iov == e->iov) {
+			by_iov = c->recent[n].i;
 			break;
 		}
+	}
+	qi = by_iov != NO_IDX ? by_iov : named;
+	if (by_iov != NO_IDX) {
+		c->st.backends_by_iov++;
+		if (by_iov != named)
+			c->st.backends_relinked++;
 	}
 	if (qi == NO_IDX || backend_op(e->op) == IOT_OP_OTHER) {
 		c->st.backends_unlinked++;
@@ -547,6 +563,7 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 	b->ts = e->ts;
 	b->host_sector = IOT_UNKNOWN_U64;
 	b->fd = e->fd;
+	b->by_iov = by_iov != NO_IDX;
 	if (b->kind == IOT_QB_NATIVE && b->op != IOT_OP_FSYNC) {
 		/* Linux AIO is seen per bio on the disk: key it by where the file offset lies. */
 		b->host_sector = file_sector(f, e->offset, e->bytes);
@@ -992,6 +1009,8 @@ static void emit(struct corr *c, struct held *h)
 					sb_kv_str(js, "call", what);
 					sb_kv_str(js, "backend", b->kind < sizeof(backend_names) / sizeof(backend_names[0]) &&
 						  backend_names[b->kind] ? backend_names[b->kind] : "native");
+					/* How the backend call was tied to this QEMU request. */
+					sb_kv_str(js, "linked_by", b->by_iov ? "buffers" : "thread");
 					sb_kv_u64(js, "tid", b->h.tid);
 					sb_kv_u64(js, "inode", b->ino);
 					sb_kv_u64(js, "offset", b->offset);

@@ -53,6 +53,8 @@ struct corr_stats {
 	uint64_t qemu_reqs;			/* guest requests QEMU handled */
 	uint64_t qemu_dropped;			/* QEMU requests no guest record claimed, dropped from the window */
 	uint64_t backends, backends_unlinked;	/* backend calls; those without a submit under way */
+	uint64_t backends_by_iov;		/* linked to a submit whose data buffers they carry */
+	uint64_t backends_relinked;		/* of those, not the submit the probe named: made in a later turn */
 	uint64_t host_records, host_linked;	/* host kernel records of QEMU; those linked to a backend call */
 	uint64_t with_host_io;			/* matched guest requests whose host I/O was found */
 };

@@ -466,11 +466,13 @@ static void qemu_layer_stop(struct host *h)
 			fprintf(h->o->of, ",\"%s\":%" PRIu64, corr_reason_name(r), st.guest[r]);
 		fprintf(h->o->of, ",\"with_host_io\":%" PRIu64 ",\"qemu_submits\":%" PRIu64 ",\"qemu_requests\":%" PRIu64
 			",\"qemu_not_virtio\":%" PRIu64 ",\"qemu_unclaimed\":%" PRIu64 ",\"backends\":%" PRIu64
-			",\"backends_unlinked\":%" PRIu64 ",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64
+			",\"backends_unlinked\":%" PRIu64 ",\"backends_by_iov\":%" PRIu64 ",\"backends_relinked\":%" PRIu64
+			",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64
 			",\"uprobe_hits\":%" PRIu64 ",\"qemu_events_lost\":%" PRIu64 ",\"host_records_lost\":%" PRIu64
 			",\"host_state_full\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
-			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.host_records,
-			st.host_linked, hits, qlost, kc[IOT_CNT_LOST], kc[IOT_CNT_STATE_FULL]);
+			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.backends_by_iov,
+			st.backends_relinked, st.host_records, st.host_linked, hits, qlost, kc[IOT_CNT_LOST],
+			kc[IOT_CNT_STATE_FULL]);
 	}
 	if (h->o->summary)
 		corr_summary(h->corr, h->o->of, h->o->json);

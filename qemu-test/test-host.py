@@ -151,6 +151,10 @@ def check_vm(name, secs, recs, vm, images, match):
                 if fmt == "raw":
                     check(len(h["host_io"]) == 1 and h["host_io"][0]["offset"] == r["sector"] * 512 and
                           h["host_io"][0]["len"] == r["len"], "%s: raw image I/O at %s" % (what, h["host_io"]))
+                    # A raw image hands the guest's own buffers down: the backend call is tied to this
+                    # request by them, not by the thread alone (this checks the layout's iov offsets too).
+                    check(h["host_io"][0]["linked_by"] == "buffers",
+                          "%s: host I/O tied to its request by %s" % (what, h["host_io"][0]["linked_by"]))
                 segs = {s["seg"] for s in h["split_ns"]}
                 check({"kick_to_qemu", "qemu_to_host", "host_io", "host_to_guest_irq"} <= segs,
                       "%s: latency split incomplete: %s" % (what, h["split_ns"]))
@@ -294,8 +298,10 @@ def main():
         c = corr[0]
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched in its own "
               "VM, with its host I/O: vm1 on the header address, vm2 (no virtio layer) on drive/sector/length/op; %d uprobe hits for %d QEMU requests; %d Perfetto "
-              "flows from guest through QEMU and host I/O back to the guest; QEMU %s refused"
-              % (total, c["uprobe_hits"], c["qemu_requests"], flows_ok, ver))
+              "flows from guest through QEMU and host I/O back to the guest; QEMU %s refused; of %d backend calls "
+              "%d tied to their request by its buffers (%d made in a later turn), %d not tied"
+              % (total, c["uprobe_hits"], c["qemu_requests"], flows_ok, ver, c["backends"], c["backends_by_iov"],
+                 c["backends_relinked"], c["backends_unlinked"]))
         return 0
     finally:
         if host and host.poll() is None:

@@ -18,6 +18,7 @@
 #define DEV_1 ((253u << 20) | 0)
 #define DEV_2 ((253u << 20) | 16)
 #define US 1000ULL
+#define IOV_OF(head) (0x7f0000000000ull + (head) * 0x100ull)	/* each request's data buffers */
 
 static void submit(struct corr *c, uint64_t ts, uint64_t blk, uint64_t gpa, uint64_t sector, uint32_t head)
 {
@@ -27,6 +28,17 @@ static void submit(struct corr *c, uint64_t ts, uint64_t blk, uint64_t gpa, uint
 
 	e.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + head, .gpa = gpa, .sector = sector, .qiov_size = 4096,
 					   .head = head, .type = 0 /* VIRTIO_BLK_T_IN */ };
+	e.iov = IOV_OF(head);
+	corr_qemu_event(c, &e);
+}
+
+/* A read QEMU's thread hands the host while the submit of `named` is the thread's latest. */
+static void backend(struct corr *c, uint64_t ts, uint32_t named, uint64_t named_ts, uint64_t offset, uint64_t iov)
+{
+	struct iot_qemu_event e = { .ts = ts, .pid = VM, .tid = VM + 1, .type = IOT_QEV_BACKEND, .op = 0x1,
+				    .offset = offset, .bytes = 4096, .req = 0x5000 + named, .req_ts = named_ts,
+				    .fd = 0, .backend = IOT_QB_URING, .iov = iov };
+
 	corr_qemu_event(c, &e);
 }
 
@@ -142,6 +154,34 @@ static void test_window_reuse(void)
 	fixture_close(&x);
 }
 
+/*
+ * A backend call made in a later turn of QEMU's main loop (a qcow2 request
+ * resumed once its metadata is read) while another request's submit is the
+ * thread's latest: its data buffers name the request it serves. One whose
+ * buffers are no request's stays with the submit the probe named.
+ */
+static void test_backend_relink(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct corr_stats st;
+	uint64_t t = 9000000 * US;
+
+	if (!c)
+		return;
+	submit(c, t + 10 * US, BLK_A, 0x7000, 80, 4);		/* A */
+	backend(c, t + 11 * US, 4, t + 10 * US, 1 << 20, 0xdead0000);	/* A's metadata read: no request's buffers */
+	submit(c, t + 20 * US, BLK_A, 0x7100, 96, 5);		/* B, now the thread's latest */
+	backend(c, t + 21 * US, 5, t + 20 * US, 96 * 512, IOV_OF(5));	/* B's data, during B's submit */
+	backend(c, t + 90 * US, 5, t + 20 * US, 2 << 20, IOV_OF(4));	/* A's data, resumed later */
+	/* (The links go no further here: there is no process 100 whose file the calls are on.) */
+	corr_get_stats(c, &st);
+	CHECK(st.backends == 3, "backends %llu", (unsigned long long)st.backends);
+	CHECK(st.backends_by_iov == 2 && st.backends_relinked == 1, "by buffers %llu, relinked %llu (want 2, 1)",
+	      (unsigned long long)st.backends_by_iov, (unsigned long long)st.backends_relinked);
+	fixture_close(&x);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -176,6 +216,7 @@ int main(void)
 	      "fallback on disk 2: head %ld (%s)", head_of(buf, 24, match, sizeof(match)), match);
 	fixture_close(&x);
 	test_window_reuse();
+	test_backend_relink();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
