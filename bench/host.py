@@ -189,7 +189,8 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     stop.set()
     st.join()
     if joined:
-        ctl.cmd("agent-stop")
+        # The guest agent's own counts: what it traced, sent, and lost before the host saw it.
+        print("  guest agent: " + ctl.cmd("agent-stop").replace("stopped ", "", 1), flush=True)
         time.sleep(1.5)
     if host:
         host.send_signal(signal.SIGINT)
@@ -204,6 +205,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         res["guest_reqs"] = sum(c.get(k, 0) for k in ("gpa", "sector", "no_qemu_request", "key_disagrees", "no_vm",
                                                        "hold_full"))
         res["with_host_io"] = c.get("with_host_io", 0)
+        res["qemu_reqs"] = c.get("qemu_requests", 0)
         res["rss_kib"] = max(rss) if rss else 0
     return res
 
@@ -283,20 +285,23 @@ def main():
              "(and the guest agent streams every request to it, which the host joins and writes as JSON lines), summary "
              "(the same, the host keeping only the per-segment histograms: `--summary`).", "",
              "| disk | mode | guest IOPS | vs off | QEMU CPU per request (us) | host agent CPU per request (us) | "
-             "BPF per request (us) | uprobe hits per request | matched (gpa) | with host I/O | host agent RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "BPF per request (us) | uprobe hits per request | matched (gpa) of guest records | QEMU requests | "
+             "with host I/O | host agent RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none")):
         off = med(label, "off", "iops") if "off" in modes else 0.0
         for mode in modes:
             rs = res[(label, mode)]
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
-            lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, mode, med(label, mode, "iops"), med(label, mode, "iops") / off if off else 0.0, med(label, mode, "qemu_us"),
                 "%.2f" % med(label, mode, "agent_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "bpf_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "hits") if mode != "off" else "-",
                 "%d of %d" % (matched, total) if mode in ("both", "summary") else "-",
+                # Fewer guest records than QEMU requests: the guest agent lost some (its line in the log says).
+                "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if mode in ("both", "summary") else "-",
                 "%d" % sum(r.get("with_host_io", 0) for r in rs) if mode in ("both", "summary") else "-",
                 "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-"))
     with open(args.out, "w") as f:
