@@ -48,7 +48,23 @@ static inline void sb_str(struct sbuf *b, const char *s)
 
 #define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
 
-/* Two digits at a time: a record is mostly nanosecond stamps of 13 to 16 digits. */
+/* Decimal digits of v. */
+static inline int sb_digits(uint64_t v)
+{
+	int n = 1;
+
+	while (v >= 10000) {
+		v /= 10000;
+		n += 4;
+	}
+	return n + (v >= 10) + (v >= 100) + (v >= 1000);
+}
+
+/*
+ * Two digits at a time, straight into the buffer: a record is mostly
+ * nanosecond stamps of 13 to 16 digits, and a copy through a scratch
+ * array was a library call per number.
+ */
 static inline void sb_u64(struct sbuf *b, uint64_t v)
 {
 	static const char pairs[201] =
@@ -56,23 +72,24 @@ static inline void sb_u64(struct sbuf *b, uint64_t v)
 		"25262728293031323334353637383940414243444546474849"
 		"50515253545556575859606162636465666768697071727374"
 		"75767778798081828384858687888990919293949596979899";
-	char tmp[20];
-	int i = sizeof(tmp);
+	int n = sb_digits(v);
+	char tmp[20], *end;
 
+	end = b->w + n < b->len ? b->p + b->w + n : tmp + n;
 	while (v >= 100) {
 		unsigned int r = v % 100;
 
 		v /= 100;
-		i -= 2;
-		memcpy(tmp + i, pairs + 2 * r, 2);
+		end -= 2;
+		memcpy(end, pairs + 2 * r, 2);
 	}
 	if (v >= 10) {
-		i -= 2;
-		memcpy(tmp + i, pairs + 2 * v, 2);
+		end -= 2;
+		memcpy(end, pairs + 2 * v, 2);
 	} else {
-		tmp[--i] = '0' + v;
+		*--end = '0' + v;
 	}
-	sb_put(b, tmp + i, sizeof(tmp) - i);
+	b->w += n;
 }
 
 static inline void sb_i64(struct sbuf *b, int64_t v)
