@@ -104,14 +104,6 @@ static __always_inline __u64 read_u64(__u64 addr)
 	return v;
 }
 
-static __always_inline __u32 read_u32(__u64 addr)
-{
-	__u32 v = 0;
-
-	bpf_probe_read_user(&v, sizeof(v), (void *)addr);
-	return v;
-}
-
 /* Is the current process a traced QEMU? Counts the hit either way. */
 static __always_inline bool traced(__u32 *ret_pid, __u32 *ret_tid)
 {
@@ -187,7 +179,6 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	e->flags = 0;
 	e->blk = blk;
 	e->offset = offset;
-	e->bytes = qiov ? read_u64(qiov + L.qiov_size) : 0;
 	e->req = opaque;
 	e->req_ts = 0;
 	e->fd = -1;
@@ -229,6 +220,11 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 			e->flags |= IOT_QF_CHAIN_TRUNC;
 		req = next;
 	}
+	/* virtio-blk hands down its first request's own I/O vector, whose size the copy already holds. */
+	if (qiov && qiov == opaque + L.req_qiov)
+		e->bytes = e->reqs[0].qiov_size;
+	else
+		e->bytes = qiov ? read_u64(qiov + L.qiov_size) : 0;
 	/*
 	 * The layout check: what we read must agree with what QEMU passed.
 	 * Another device's request (nvme, scsi emulation also call blk_aio_*)
