@@ -72,7 +72,7 @@ struct qreq {
 	bool used, matched;
 	uint32_t pid, tid;		/* tid: the QEMU thread that submitted it */
 	uint32_t op, head;
-	uint64_t gpa, sector, len, submit_ts, reqptr;
+	uint64_t gpa, sector, len, submit_ts;
 	uint64_t blk;			/* the BlockBackend: which of the VM's drives */
 	int32_t group;			/* the submit's first request (self for the first) */
 	uint32_t group_gen;
@@ -390,7 +390,6 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		 */
 		q->len = i == 0 ? (e->nreqs > 1 ? e->bytes - rest : e->bytes) : r->qiov_size;
 		q->submit_ts = e->ts;
-		q->reqptr = r->req;
 		q->blk = e->blk;
 		if (first == NO_IDX) {
 			uint32_t n = c->nrecent++ % RECENT_MAX;
