@@ -61,10 +61,6 @@ static const char *const block_tps[] = {
 	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
 	"block_split", "block_rq_insert", "block_rq_issue", "block_rq_requeue", "block_rq_error",
 	"block_rq_complete", "block_bio_complete", NULL };
-static const char *const block_tps_no_insert[] = {
-	"block_bio_queue", "block_bio_backmerge", "block_bio_frontmerge", "block_bio_remap",
-	"block_split", "block_rq_issue", "block_rq_requeue", "block_rq_error",
-	"block_rq_complete", "block_bio_complete", NULL };
 /* Only block_bio_queue, block_rq_issue and block_rq_complete are essential. */
 static const char *const block_required[] = {
 	"block_bio_queue", "block_rq_issue", "block_rq_complete", NULL };
@@ -181,16 +177,16 @@ static int enable_prog(struct tracer *t, const char *name, int layer)
 }
 
 /* Enable the tp_btf or raw_tp program of each tracepoint that exists; count them. */
-static int enable_tps(struct tracer *t, const char *const *tps, int layer, const char *prefix_btf,
-		      const char *prefix_raw)
+/* The programs of the tracepoints named that exist here, on the route taken (tp_btf or raw_tp), but skip. */
+static int enable_tps(struct tracer *t, const char *const *tps, int layer, const char *skip)
 {
 	char name[128];
 	int n = 0;
 
 	for (; *tps; tps++) {
-		if (!tp_exists(*tps))
+		if ((skip && !strcmp(*tps, skip)) || !tp_exists(*tps))
 			continue;
-		snprintf(name, sizeof(name), "%s%s", t->use_btf ? prefix_btf : prefix_raw, *tps);
+		snprintf(name, sizeof(name), "%s%s", t->use_btf ? "btf_" : "raw_", *tps);
 		if (enable_prog(t, name, layer) == 0)
 			n++;
 	}
@@ -377,7 +373,7 @@ static void choose_routes(struct tracer *t)
 				enable_prog(t, name, IOT_LAYER_FS);
 			}
 			layer_set(t, IOT_LAYER_FS, LAYER_ON, "kprobe vfs_read/vfs_write/vfs_iter_*/vfs_fsync_range");
-		} else if ((n = enable_tps(t, fs_tps, IOT_LAYER_FS, "btf_", "raw_")) > 0) {
+		} else if ((n = enable_tps(t, fs_tps, IOT_LAYER_FS, NULL)) > 0) {
 			layer_set(t, IOT_LAYER_FS, LAYER_ON, "%s iomap/ext4/xfs entry tracepoints (%d; no fentry/kprobe here)",
 				  tp_route(t), n);
 		} else {
@@ -385,7 +381,7 @@ static void choose_routes(struct tracer *t)
 		}
 	}
 	if (want(t, IOT_LAYER_PAGECACHE)) {
-		if (all_exist(pagecache_required) && enable_tps(t, pagecache_tps, IOT_LAYER_PAGECACHE, "btf_", "raw_"))
+		if (all_exist(pagecache_required) && enable_tps(t, pagecache_tps, IOT_LAYER_PAGECACHE, NULL))
 			layer_set(t, IOT_LAYER_PAGECACHE, LAYER_ON, "%s filemap + writeback tracepoints", tp_route(t));
 		else
 			layer_set(t, IOT_LAYER_PAGECACHE, LAYER_UNAVAILABLE, "filemap/writeback tracepoints missing");
@@ -393,15 +389,14 @@ static void choose_routes(struct tracer *t)
 	if (want(t, IOT_LAYER_SCHED)) {
 		if (!want(t, IOT_LAYER_SYSCALL) && !want(t, IOT_LAYER_AIO))
 			layer_set(t, IOT_LAYER_SCHED, LAYER_UNAVAILABLE, "needs the syscall layer (off-CPU time of a syscall)");
-		else if (enable_tps(t, sched_tps, IOT_LAYER_SCHED, "btf_", "raw_"))
+		else if (enable_tps(t, sched_tps, IOT_LAYER_SCHED, NULL))
 			layer_set(t, IOT_LAYER_SCHED, LAYER_ON, "%s sched_switch", tp_route(t));
 		else
 			layer_set(t, IOT_LAYER_SCHED, LAYER_UNAVAILABLE, "no sched_switch tracepoint");
 	}
 	if (want(t, IOT_LAYER_BLOCK)) {
 		if (all_exist(block_required) &&
-		    (n = enable_tps(t, t->opts.no_rq_insert ? block_tps_no_insert : block_tps, IOT_LAYER_BLOCK,
-				    "btf_", "raw_")))
+		    (n = enable_tps(t, block_tps, IOT_LAYER_BLOCK, t->opts.no_rq_insert ? "block_rq_insert" : NULL)))
 			layer_set(t, IOT_LAYER_BLOCK, LAYER_ON, "%s block tracepoints (%d)", tp_route(t), n);
 		else
 			layer_set(t, IOT_LAYER_BLOCK, LAYER_UNAVAILABLE, "block_bio_queue/rq_issue/rq_complete tracepoints missing");
@@ -444,8 +439,8 @@ static void choose_routes(struct tracer *t)
 				     tp_exists("io_uring_submit_sqe") ? "io_uring_submit_sqe" : NULL;
 		const char *const submit_tps[] = { submit, NULL };
 
-		if (submit && all_exist(uring_tps) && enable_tps(t, uring_tps, IOT_LAYER_IO_URING, "btf_", "raw_") &&
-		    enable_tps(t, submit_tps, IOT_LAYER_IO_URING, "btf_", "raw_")) {
+		if (submit && all_exist(uring_tps) && enable_tps(t, uring_tps, IOT_LAYER_IO_URING, NULL) &&
+		    enable_tps(t, submit_tps, IOT_LAYER_IO_URING, NULL)) {
 			enable_syscalls(t, syscalls_uring, IOT_LAYER_IO_URING);
 			if (tp_exists("iomap_dio_rw_begin"))
 				enable_prog(t, t->use_btf ? "btf_uring_dio_begin" : "raw_uring_dio_begin", IOT_LAYER_IO_URING);
