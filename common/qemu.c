@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/param.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -431,20 +430,17 @@ int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max)
 	return PROBES_N;
 }
 
-/* How much of a VirtIOBlockReq the submit probe copies: through the last field it reads. */
-static uint32_t req_read_len(const struct iot_qemu_layout *l)
+/* How much of a structure a probe copies: through the end of the last field it reads. */
+static uint32_t read_len(const uint32_t *ends, size_t n)
 {
-	const uint32_t ends[] = {
-		l->elem_index + 4, l->elem_out_addr + 8, l->req_sector_num + 8, l->req_out_type + 4,
-		l->req_out_sector + 8, l->req_qiov + l->qiov_size + 8, l->req_qiov + l->qiov_iov + 8,
-		l->req_mr_next + 8,
-	};
-	uint32_t n = 0;
+	uint32_t len = 0;
 
-	for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
-		n = ends[i] > n ? ends[i] : n;
-	return n;
+	for (size_t i = 0; i < n; i++)
+		len = ends[i] > len ? ends[i] : len;
+	return len;
 }
+
+#define READ_LEN(...) read_len((const uint32_t[]){ __VA_ARGS__ }, sizeof((const uint32_t[]){ __VA_ARGS__ }) / 4)
 
 struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen)
@@ -466,10 +462,14 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		goto fail;
 	}
 	q->skel->rodata->L = *layout;
-	q->skel->rodata->L.req_read = req_read_len(layout);
-	q->skel->rodata->L.qiov_read = MAX(layout->qiov_iov, layout->qiov_size) + 8;
-	q->skel->rodata->L.rawaio_read = MAX(MAX(layout->rawaio_type, layout->rawaio_fd) + 4,
-					     MAX(MAX(layout->rawaio_offset, layout->rawaio_nbytes), layout->rawaio_iov) + 8);
+	q->skel->rodata->L.req_read = READ_LEN(layout->elem_index + 4, layout->elem_out_addr + 8,
+					       layout->req_sector_num + 8, layout->req_out_type + 4,
+					       layout->req_out_sector + 8, layout->req_qiov + layout->qiov_size + 8,
+					       layout->req_qiov + layout->qiov_iov + 8, layout->req_mr_next + 8);
+	q->skel->rodata->L.qiov_read = READ_LEN(layout->qiov_iov + 8, layout->qiov_size + 8);
+	q->skel->rodata->L.rawaio_read = READ_LEN(layout->rawaio_type + 4, layout->rawaio_fd + 4,
+						  layout->rawaio_offset + 8, layout->rawaio_nbytes + 8,
+						  layout->rawaio_iov + 8);
 	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX ||
 	    q->skel->rodata->L.qiov_read > IOT_QEMU_HEAD_READ_MAX ||
 	    q->skel->rodata->L.rawaio_read > IOT_QEMU_HEAD_READ_MAX) {
