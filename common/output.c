@@ -38,9 +38,25 @@ uint64_t output__records(const struct output *o)
 	return o->records;
 }
 
+/* A kernel dev_t as MAJ:MIN. */
+static void sb_kdev(struct sbuf *b, uint32_t kdev)
+{
+	sb_u64(b, kdev >> 20);
+	SB_LIT(b, ":");
+	sb_u64(b, kdev & ((1u << 20) - 1));
+}
+
 void format_kdev(uint32_t kdev, char *buf, size_t len)
 {
-	snprintf(buf, len, "%u:%u", kdev >> 20, kdev & ((1u << 20) - 1));
+	char tmp[24];	/* "4095:1048575" at most */
+	struct sbuf b = { tmp, sizeof(tmp), 0 };
+
+	if (!len)
+		return;
+	sb_kdev(&b, kdev);
+	b.w = b.w < len ? b.w : len - 1;
+	memcpy(buf, tmp, b.w);
+	buf[b.w] = 0;
 }
 
 size_t json_escape(const char *s, size_t n, char *buf, size_t len)
@@ -168,13 +184,10 @@ static int format_json(const struct iot_record *r, const struct iot_split *sp, c
 	sb_kv_str(&b, "comm", comm);
 	sb_kv_u64(&b, "cgroup", r->cgroup_id);
 	sb_kv_str(&b, "attribution", iot_attribution(r));
-	/* MAJ:MIN appended, not snprintf'd: this runs for every record. */
+	/* Appended, not snprintf'd: this runs for every record. */
 	SB_LIT(&b, ",\"dev\":\"");
-	if (r->dev) {
-		sb_u64(&b, r->dev >> 20);
-		SB_LIT(&b, ":");
-		sb_u64(&b, r->dev & ((1u << 20) - 1));
-	}
+	if (r->dev)
+		sb_kdev(&b, r->dev);
 	SB_LIT(&b, "\"");
 	sb_kv_u64(&b, "inode", r->inode);
 	if (r->offset != IOT_UNKNOWN_U64)

@@ -239,6 +239,13 @@ static void test_sb_u64(void)
 		sb_u64(&b, 123456);
 		CHECK(b.w == 6, "a cut number still counts its length: %zu", b.w);
 	}
+	{
+		char dev[32] = "", small[3] = "";
+
+		format_kdev(253u << 20 | 16, dev, sizeof(dev));
+		format_kdev(253u << 20 | 16, small, sizeof(small));
+		CHECK(!strcmp(dev, "253:16") && !strcmp(small, "25"), "devices: '%s', cut '%s'", dev, small);
+	}
 }
 
 int main(void)
