@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include "qemu.h"
 
+#include "check.h"
+
 /*
  * Stand-ins named like QEMU's functions, in this executable's symbol table:
  *  blk_aio_pwritev: byte for byte Debian 7.2's lead (push %r9 at +13);
@@ -29,18 +31,6 @@ __asm__(".text\n"
 	"  push %r15\n  pop %r15\n  ret\n  .fill 32,1,0x90\n.size blk_aio_flush,.-blk_aio_flush\n"
 	".globl luring_co_submit\n.type luring_co_submit,@function\nluring_co_submit:\n"
 	"  mov %rdi,%rax\n  ret\n  .fill 32,1,0x90\n.size luring_co_submit,.-luring_co_submit\n");
-
-static int failures;
-
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (!(cond)) {                                              \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                       \
-			fputc('\n', stderr);                                \
-			failures++;                                         \
-		}                                                           \
-	} while (0)
 
 static const struct qemu_probe *find(const struct qemu_probe *p, int n, const char *func)
 {
@@ -101,8 +91,6 @@ int main(void)
 	} else {
 		printf("no QEMU 7.2 at /usr/bin/qemu-system-x86_64: only the stand-ins checked\n");
 	}
-	if (failures)
-		return 1;
-	printf("ok\n");
-	return 0;
+	printf("%d checks, %d failed\n", checks, failures);
+	return failures ? 1 : 0;
 }
