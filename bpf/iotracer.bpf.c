@@ -52,6 +52,7 @@ const volatile __u8 uring_on = 0;		/* io_uring layer: look up the current reques
 const volatile __u8 uring_reap_on = 0;		/* emit IOT_KIND_URING_REAP when a CQ head moves */
 const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 const volatile __u8 vq_key_on = 0;		/* virtio: note each request's virtio header GPA */
+const volatile __u8 ubuf_on = 0;		/* fill iot_record.ubuf */
 const volatile __u64 page_offset_base_addr = 0;	/* &page_offset_base from kallsyms, 0 = not exported */
 
 /* The direct map's base (x86_64 page_offset_base), once known; 0 until then. */
@@ -585,7 +586,21 @@ static __always_inline struct file *fd_file(int fd)
 	return f;
 }
 
-static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, __u64 len, bool has_fd)
+/* The first data buffer of an I/O: buf itself, or the base of the first of the iovecs at buf. */
+static __always_inline __u64 first_buf(__u64 buf, bool vec)
+{
+	__u64 base = 0;
+
+	if (!ubuf_on || !buf)
+		return 0;
+	if (!vec)
+		return buf;
+	bpf_probe_read_user(&base, sizeof(base), (void *)buf);	/* struct iovec: iov_base first */
+	return base;
+}
+
+static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, __u64 len, bool has_fd,
+				      __u64 buf, bool vec)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32, tid = (__u32)id;
@@ -672,6 +687,7 @@ static __always_inline void sys_enter(__u16 sys, __u16 op, long fd, __u64 pos, _
 	r->sector = IOT_UNKNOWN_U64;
 	r->len = len;
 	r->flags = flags;
+	r->ubuf = first_buf(buf, vec);
 	r->ts[IOT_TS_SYSCALL_ENTER] = bpf_ktime_get_ns();
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
 	t->seq = r->ts[IOT_TS_SYSCALL_ENTER];
@@ -706,11 +722,13 @@ static __always_inline void sys_exit(long ret)
 	t->seq = 0;
 }
 
-#define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd)				\
+/* buf: 0 none, 1 args[1] is the buffer, 2 args[1] is an iovec array. */
+#define SYS_TP_B(name, sys, op, fdarg, posarg, lenarg, hasfd, buf)			\
 SEC("tracepoint/syscalls/sys_enter_" #name)						\
 int sys_enter_##name(struct trace_event_raw_sys_enter *ctx)				\
 {											\
-	sys_enter(sys, op, (long)ctx->args[fdarg], posarg, lenarg, hasfd);		\
+	sys_enter(sys, op, (long)ctx->args[fdarg], posarg, lenarg, hasfd,		\
+		  (buf) ? ctx->args[1] : 0, (buf) == 2);				\
 	return 0;									\
 }											\
 SEC("tracepoint/syscalls/sys_exit_" #name)						\
@@ -720,17 +738,18 @@ int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)				\
 	return 0;									\
 }
 
+#define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd) SYS_TP_B(name, sys, op, fdarg, posarg, lenarg, hasfd, 0)
 #define POS_F IOT_UNKNOWN_U64	/* position comes from the file */
-SYS_TP(read, IOT_SYS_READ, IOT_OP_READ, 0, POS_F, ctx->args[2], true)
-SYS_TP(write, IOT_SYS_WRITE, IOT_OP_WRITE, 0, POS_F, ctx->args[2], true)
-SYS_TP(pread64, IOT_SYS_PREAD64, IOT_OP_READ, 0, ctx->args[3], ctx->args[2], true)
-SYS_TP(pwrite64, IOT_SYS_PWRITE64, IOT_OP_WRITE, 0, ctx->args[3], ctx->args[2], true)
-SYS_TP(readv, IOT_SYS_READV, IOT_OP_READ, 0, POS_F, 0, true)
-SYS_TP(writev, IOT_SYS_WRITEV, IOT_OP_WRITE, 0, POS_F, 0, true)
-SYS_TP(preadv, IOT_SYS_PREADV, IOT_OP_READ, 0, ctx->args[3], 0, true)
-SYS_TP(pwritev, IOT_SYS_PWRITEV, IOT_OP_WRITE, 0, ctx->args[3], 0, true)
-SYS_TP(preadv2, IOT_SYS_PREADV2, IOT_OP_READ, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true)
-SYS_TP(pwritev2, IOT_SYS_PWRITEV2, IOT_OP_WRITE, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true)
+SYS_TP_B(read, IOT_SYS_READ, IOT_OP_READ, 0, POS_F, ctx->args[2], true, 1)
+SYS_TP_B(write, IOT_SYS_WRITE, IOT_OP_WRITE, 0, POS_F, ctx->args[2], true, 1)
+SYS_TP_B(pread64, IOT_SYS_PREAD64, IOT_OP_READ, 0, ctx->args[3], ctx->args[2], true, 1)
+SYS_TP_B(pwrite64, IOT_SYS_PWRITE64, IOT_OP_WRITE, 0, ctx->args[3], ctx->args[2], true, 1)
+SYS_TP_B(readv, IOT_SYS_READV, IOT_OP_READ, 0, POS_F, 0, true, 2)
+SYS_TP_B(writev, IOT_SYS_WRITEV, IOT_OP_WRITE, 0, POS_F, 0, true, 2)
+SYS_TP_B(preadv, IOT_SYS_PREADV, IOT_OP_READ, 0, ctx->args[3], 0, true, 2)
+SYS_TP_B(pwritev, IOT_SYS_PWRITEV, IOT_OP_WRITE, 0, ctx->args[3], 0, true, 2)
+SYS_TP_B(preadv2, IOT_SYS_PREADV2, IOT_OP_READ, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, 2)
+SYS_TP_B(pwritev2, IOT_SYS_PWRITEV2, IOT_OP_WRITE, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, 2)
 SYS_TP(fsync, IOT_SYS_FSYNC, IOT_OP_FSYNC, 0, 0, 0, true)
 SYS_TP(fdatasync, IOT_SYS_FDATASYNC, IOT_OP_FSYNC, 0, 0, 0, true)
 SYS_TP(sync_file_range, IOT_SYS_SYNC_FILE_RANGE, IOT_OP_FSYNC, 0, ctx->args[1], ctx->args[2], true)
@@ -755,6 +774,15 @@ int sys_exit_io_getevents(struct trace_event_raw_sys_exit *ctx)
 }
 /* io_uring layer */
 SYS_TP(io_uring_enter, IOT_SYS_IO_URING_ENTER, IOT_OP_SUBMIT, 0, 0, ctx->args[1], false)
+/* Or (tracer_opts.uring_enter_exit_only) only this: the thread's block I/O is no longer its last request's. */
+SEC("tracepoint/syscalls/sys_exit_io_uring_enter")
+int sys_exit_io_uring_enter_only(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&cur_req, &tid);
+	return 0;
+}
 
 /* ---------- owner lookup shared by fs, page cache and block ---------- */
 
@@ -1641,7 +1669,11 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		struct io_rw *io = (struct io_rw *)req;
 
 		r->offset = BPF_CORE_READ(io, kiocb.ki_pos);
-		r->len = BPF_CORE_READ(io, len);
+		/* READV and WRITEV give the number of iovecs here: their bytes are known at completion. */
+		r->len = opcode == 1 || opcode == 2 ? 0 : BPF_CORE_READ(io, len);
+		/* READV and WRITEV point at iovecs, the others at the buffer itself. */
+		if (ubuf_on)
+			r->ubuf = first_buf(BPF_CORE_READ(io, addr), opcode == 1 || opcode == 2);
 	}
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
 	t = thread_active(tid);
@@ -1705,6 +1737,8 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 	}
 	res = BPF_CORE_READ(req, cqe.res);
 	r->result = res;
+	if (!r->len && res > 0 && (r->uring_opcode == 1 || r->uring_opcode == 2))
+		r->len = res;
 	if (!r->inode) {
 		struct file *f = BPF_CORE_READ(req, file);
 

@@ -26,7 +26,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct iot_qemu_layout L = {};
 
-/* QEMU processes being traced: tgid -> 1. */
+/* QEMU processes being traced: tgid -> QPID_* bits. */
+#define QPID_TRACED	1
+#define QPID_NO_BACKEND	2	/* its backend calls are not probed: submits carry their buffer */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -105,15 +107,17 @@ static __always_inline __u64 read_u64(__u64 addr)
 }
 
 /* Is the current process a traced QEMU? Counts the hit either way. */
-static __always_inline bool traced(__u32 *ret_pid, __u32 *ret_tid)
+static __always_inline __u8 traced(__u32 *ret_pid, __u32 *ret_tid)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
+	__u8 *v;
 
 	count(IOT_QCNT_HITS);
 	*ret_pid = pid;
 	*ret_tid = (__u32)id;
-	return bpf_map_lookup_elem(&qemu_pids, &pid);
+	v = bpf_map_lookup_elem(&qemu_pids, &pid);
+	return v ? *v | QPID_TRACED : 0;
 }
 
 /* A VirtIOBlockReq's first L.req_read bytes, copied in one read. */
@@ -162,12 +166,15 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	__u32 pid, tid, zero = 0, read_len = L.req_read;
 	__u64 req = opaque, sector_num = 0, size;
 	struct req_bytes *rb;
+	__u8 how = traced(&pid, &tid);
 
-	if (!traced(&pid, &tid))
+	if (!how)
 		return 0;
 	cur.req = opaque;
 	cur.ts = bpf_ktime_get_ns();
-	bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
+	/* Only backend calls look the submit up. */
+	if (!(how & QPID_NO_BACKEND))
+		bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;
@@ -184,6 +191,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	e->fd = -1;
 	e->backend = 0;
 	e->iov = 0;
+	e->buf = 0;
 	e->nreqs = 0;
 	rb = bpf_map_lookup_elem(&reqbuf, &zero);
 	if (!rb || !read_len || read_len > IOT_QEMU_REQ_READ_MAX)
@@ -237,6 +245,11 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		   e->reqs[0].type == (op == IOT_OP_WRITE ? 1 : 0)) {
 		e->flags |= IOT_QF_LAYOUT_OK;
 	}
+	if (how & QPID_NO_BACKEND) {
+		e->flags |= IOT_QF_NO_BACKEND;
+		if (e->iov)
+			e->buf = read_u64(e->iov);	/* iov[0].iov_base */
+	}
 	count(IOT_QCNT_SUBMITS);
 	/* Most submits carry one request: 112 bytes instead of the 712 of a full chain. */
 	size = IOT_QEMU_EVENT_BACKEND_SIZE + (__u64)e->nreqs * sizeof(struct iot_qemu_req);
@@ -273,8 +286,10 @@ static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u
 	struct iot_qemu_event *e;
 	struct cur_submit *cur;
 	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
 
-	if (!traced(&pid, &tid))
+	/* Not probed for this process (its host I/O names its request itself): ignore it. */
+	if (!how || (how & QPID_NO_BACKEND))
 		return 0;
 	e = bpf_ringbuf_reserve(&qevents, IOT_QEMU_EVENT_BACKEND_SIZE, 0);
 	if (!e) {
@@ -297,6 +312,7 @@ static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u
 	e->fd = fd;
 	e->backend = backend;
 	e->iov = iov;
+	e->buf = 0;
 	count(IOT_QCNT_BACKENDS);
 	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;

@@ -221,13 +221,24 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 					snprintf(vm->name, sizeof(vm->name), "%.63s", val);
 				else
 					vm->name[strcspn(vm->name, ",")] = 0;
+			} else if (pass == 0 && !strcmp(p, "-blockdev")) {
+				/* QEMU's null drivers issue no host I/O; any other node is not read here. */
+				if (!opt_get(v, "driver", val, sizeof(val)) ||
+				    (strcmp(val, "null-co") && strcmp(val, "null-aio")))
+					vm->other_drives = true;
+			} else if (pass == 0 && (!strcmp(p, "-hda") || !strcmp(p, "-hdb") ||
+						 !strcmp(p, "-hdc") || !strcmp(p, "-hdd") || !strcmp(p, "-cdrom") ||
+						 !strcmp(p, "-sd") || !strcmp(p, "-pflash") ||
+						 (!strcmp(p, "-drive") && vm->ndrives == QEMU_DRIVES_MAX))) {
+				vm->other_drives = true;
 			} else if (pass == 0 && !strcmp(p, "-drive") && vm->ndrives < QEMU_DRIVES_MAX) {
 				struct qemu_drive *d = &vm->drives[vm->ndrives++];
 
 				opt_get(v, "id", d->id, sizeof(d->id));
 				opt_get(v, "file", d->file, sizeof(d->file));
-				if (!opt_get(v, "format", d->format, sizeof(d->format)))
-					snprintf(d->format, sizeof(d->format), "raw");
+				d->format_given = opt_get(v, "format", d->format, sizeof(d->format));
+				if (!d->format_given)
+					snprintf(d->format, sizeof(d->format), "raw");	/* probed by QEMU */
 				if (!opt_get(v, "aio", d->aio, sizeof(d->aio)))
 					snprintf(d->aio, sizeof(d->aio), "threads");
 				if (!opt_get(v, "cache", d->cache, sizeof(d->cache)))
@@ -254,11 +265,23 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 	return 0;
 }
 
+#define BACKEND_PROBES_MAX 4
+#define QEMU_PIDS_MAX 256	/* the qemu_pids map's size */
+
 struct qemu_tracer {
 	struct qemu_bpf *skel;
 	struct ring_buffer *rb;
 	struct bpf_link *links[8];
 	int nlinks;
+	struct qemu_probe plan[8];
+	int nplan;
+	/* The traced processes whose backend calls are probed: those uprobes are their own. */
+	struct pid_links {
+		uint32_t pid;
+		int n;
+		struct bpf_link *l[BACKEND_PROBES_MAX];
+	} pids[QEMU_PIDS_MAX];
+	int npids;
 	char exe[256];
 	char notes[160];	/* functions probed at a single-stepped entry */
 	qemu_event_fn fn;
@@ -297,6 +320,7 @@ struct probe_site {
 	const uint8_t *lead;	/* the function's first bytes, through the instruction probed; NULL: entry */
 	uint8_t lead_len;
 	uint8_t off;		/* where that instruction starts */
+	bool backend;		/* a backend call: probed only in processes that need it */
 };
 
 /* sub $8,%rsp; mov 0x20(%rdx),%rax; test %rax,%rax; js; push %r9 */
@@ -314,9 +338,9 @@ static const struct probe_site probe_sites[] = {
 	/* rdi and rdx untouched before the push. */
 	{ "blk_aio_flush", "qemu_blk_aio_flush", LEAD(lead_blk_aio_flush), 16 },
 	/* These begin with a push. */
-	{ "thread_pool_submit_aio", "qemu_thread_pool_submit", NULL, 0, 0 },
-	{ "luring_co_submit", "qemu_luring_submit", NULL, 0, 0 },
-	{ "laio_co_submit", "qemu_laio_submit", NULL, 0, 0 },
+	{ "thread_pool_submit_aio", "qemu_thread_pool_submit", NULL, 0, 0, true },
+	{ "luring_co_submit", "qemu_luring_submit", NULL, 0, 0, true },
+	{ "laio_co_submit", "qemu_laio_submit", NULL, 0, 0, true },
 };
 
 #define PROBES_N (sizeof(probe_sites) / sizeof(probe_sites[0]))
@@ -425,6 +449,7 @@ int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max)
 		ret[i].func = probe_sites[i].func;
 		ret[i].prog = probe_sites[i].prog;
 		ret[i].found = found[i];
+		ret[i].backend = probe_sites[i].backend;
 		ret[i].off = probe_offset(&probe_sites[i], lead[i], found[i], &ret[i].stepped);
 	}
 	return PROBES_N;
@@ -489,12 +514,20 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		snprintf(err, errlen, "%s: cannot read its symbols: %s", exe, strerror(-r));
 		goto fail;
 	}
+	_Static_assert(PROBES_N <= sizeof(q->plan) / sizeof(q->plan[0]), "probe plan");
+	memcpy(q->plan, plan, sizeof(plan));
+	q->nplan = PROBES_N;
 	for (size_t i = 0; i < PROBES_N; i++) {
 		const struct qemu_probe *pp = &plan[i];
 		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = pp->func);
-		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
-		struct bpf_link *l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, pp->off, &uo) : NULL;
+		struct bpf_program *p;
+		struct bpf_link *l;
 
+		/* Backend calls are probed in the processes that need them (qemu_tracer__add_pid). */
+		if (pp->backend)
+			continue;
+		p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
+		l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, pp->off, &uo) : NULL;
 		if (!l) {
 			snprintf(err, errlen, "%s: cannot attach a uprobe on %s: %s (is it a QEMU with exported "
 				 "symbols?)", exe, pp->func, strerror(errno));
@@ -526,16 +559,92 @@ const char *qemu_tracer__exe(const struct qemu_tracer *q)
 	return q->exe;
 }
 
-int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid)
+static void pid_links_free(struct qemu_tracer *q, int i)
 {
-	uint8_t one = 1;
+	for (int k = 0; k < q->pids[i].n; k++)
+		bpf_link__destroy(q->pids[i].l[k]);
+	q->pids[i] = q->pids[--q->npids];
+}
 
-	return bpf_map__update_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), &one, sizeof(one), BPF_ANY);
+/* The backend uprobes of process pid, attached for it alone. */
+static int pid_links_attach(struct qemu_tracer *q, uint32_t pid, char *err, size_t errlen)
+{
+	struct pid_links *pl;
+
+	if (q->npids == QEMU_PIDS_MAX) {
+		snprintf(err, errlen, "more than %d QEMU processes", QEMU_PIDS_MAX);
+		return -ENOSPC;
+	}
+	pl = &q->pids[q->npids++];
+	memset(pl, 0, sizeof(*pl));
+	pl->pid = pid;
+	for (int i = 0; i < q->nplan; i++) {
+		const struct qemu_probe *pp = &q->plan[i];
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = pp->func);
+		struct bpf_program *p;
+		struct bpf_link *l;
+		int r;
+
+		if (!pp->backend || pl->n == BACKEND_PROBES_MAX)
+			continue;
+		p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
+		l = p ? bpf_program__attach_uprobe_opts(p, pid, q->exe, pp->off, &uo) : NULL;
+		if (!l) {
+			r = -errno;
+			snprintf(err, errlen, "%s: cannot attach a uprobe on %s in pid %u: %s", q->exe, pp->func, pid,
+				 strerror(errno));
+			pid_links_free(q, q->npids - 1);
+			return r;
+		}
+		pl->l[pl->n++] = l;
+	}
+	return 0;
+}
+
+static void pid_links_drop(struct qemu_tracer *q, uint32_t pid)
+{
+	for (int i = 0; i < q->npids; i++)
+		if (q->pids[i].pid == pid) {
+			pid_links_free(q, i);
+			return;
+		}
+}
+
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, char *err, size_t errlen)
+{
+	uint8_t how = backend ? 1 : 1 | 2;	/* QPID_TRACED, QPID_NO_BACKEND (bpf/qemu.bpf.c) */
+	int r;
+
+	pid_links_drop(q, pid);
+	if (backend && (r = pid_links_attach(q, pid, err, errlen)))
+		return r;
+	r = bpf_map__update_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), &how, sizeof(how), BPF_ANY);
+	if (r) {
+		snprintf(err, errlen, "cannot add it to the traced processes: %s", strerror(-r));
+		qemu_tracer__del_pid(q, pid);
+	}
+	return r;
 }
 
 int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid)
 {
+	pid_links_drop(q, pid);
 	return bpf_map__delete_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), 0);
+}
+
+bool qemu_vm_needs_backend(const struct qemu_vm *vm)
+{
+	/* Drives not given with -drive (-blockdev, hot-plugged) are not known here. */
+	if (vm->other_drives)
+		return true;
+	for (int i = 0; i < vm->ndrives; i++) {
+		const struct qemu_drive *d = &vm->drives[i];
+
+		if (!d->format_given || strcmp(d->format, "raw") ||
+		    (strcmp(d->aio, "threads") && strcmp(d->aio, "io_uring")))
+			return true;
+	}
+	return false;
 }
 
 int qemu_tracer__fd(const struct qemu_tracer *q)
@@ -574,6 +683,8 @@ void qemu_tracer__free(struct qemu_tracer *q)
 	if (!q)
 		return;
 	ring_buffer__free(q->rb);
+	while (q->npids)
+		pid_links_free(q, 0);
 	for (int i = 0; i < q->nlinks; i++)
 		bpf_link__destroy(q->links[i]);
 	qemu_bpf__destroy(q->skel);

@@ -19,6 +19,7 @@ struct qemu_drive {
 	char id[64];		/* -drive id= (or -blockdev node-name=) */
 	char file[256];		/* the image file */
 	char format[16];	/* raw, qcow2, ... */
+	bool format_given;	/* format= was on the command line (else QEMU probes it) */
 	char aio[16];		/* threads, native, io_uring */
 	char cache[16];
 	char device[32];	/* the -device it backs: virtio-blk-pci, nvme, scsi-hd, ... */
@@ -34,6 +35,7 @@ struct qemu_vm {
 	char serial_socket[QEMU_SERIALS_MAX][108];	/* unix sockets of its chardevs */
 	int ndrives;
 	struct qemu_drive drives[QEMU_DRIVES_MAX];
+	bool other_drives;	/* drives not described in drives[] (-blockdev other than null-co, -hda, too many) */
 };
 
 /* Is pid a running qemu-system-* (or qemu-kvm)? */
@@ -42,6 +44,14 @@ bool qemu_is_qemu(int pid);
 int qemu_scan(int *ret_pids, int max);
 /* Reads a VM's identity from /proc/PID. 0, -ESRCH (gone or not QEMU), -errno. */
 int qemu_vm_read(int pid, struct qemu_vm *ret_vm);
+/*
+ * Must the VM's backend calls be probed to tie its host I/O to its requests?
+ * Not when every drive is a raw image (format=raw given) under aio=threads
+ * or io_uring: QEMU hands the guest's own buffers to the host kernel, and
+ * the host I/O names its request by them. Other formats issue I/O of their
+ * own (metadata, copy on write) and Linux AIO is seen per bio, by sector.
+ */
+bool qemu_vm_needs_backend(const struct qemu_vm *vm);
 
 /*
  * The version of a QEMU binary, from the banner it prints for --version
@@ -70,6 +80,7 @@ struct qemu_probe {
 	uint32_t off;
 	bool found;		/* the symbol is in the binary */
 	bool stepped;
+	bool backend;		/* a file-posix backend call (thread pool, io_uring, Linux AIO) */
 };
 int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max);
 
@@ -84,7 +95,12 @@ const char *qemu_tracer__exe(const struct qemu_tracer *q);
  * their probe is single-stepped (several times dearer per hit): "" if none.
  */
 const char *qemu_tracer__stepped(const struct qemu_tracer *q);
-int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid);
+/*
+ * Traces process pid. backend: probe its backend calls too (uprobes of its
+ * own); without them its submits carry their first data buffer, which its
+ * raw images' host I/O also carries (qemu_vm_needs_backend()).
+ */
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, char *err, size_t errlen);
 int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid);
 /* Pollable for events; then qemu_tracer__consume(). */
 int qemu_tracer__fd(const struct qemu_tracer *q);

@@ -57,6 +57,11 @@ enum iot_qemu_backend {
 /* SUBMIT flags */
 #define IOT_QF_LAYOUT_OK	(1u << 0)	/* the request read back agrees with the call's own arguments */
 #define IOT_QF_CHAIN_TRUNC	(1u << 1)	/* more merged requests than IOT_QEMU_CHAIN_MAX */
+/*
+ * The process's backend calls are not probed (all its drives are raw files
+ * under aio=threads or io_uring): its host I/O names the request by buf.
+ */
+#define IOT_QF_NO_BACKEND	(1u << 2)
 
 /* One guest request as QEMU holds it. */
 struct iot_qemu_req {
@@ -89,6 +94,11 @@ struct iot_qemu_event {
 	 * call serves even when it is made later, from another request's turn.
 	 */
 	__u64 iov;
+	/*
+	 * SUBMIT with IOT_QF_NO_BACKEND: the first data buffer (iov[0].iov_base),
+	 * the address a raw image's host I/O carries as its buffer; 0 otherwise.
+	 */
+	__u64 buf;
 	struct iot_qemu_req reqs[IOT_QEMU_CHAIN_MAX];
 };
 

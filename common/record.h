@@ -123,6 +123,9 @@ struct iot_record {
 	__u64 uring_ctx;	/* io_uring: the ring (struct io_ring_ctx address), 0 otherwise */
 	__u64 uring_req;	/* io_uring: the request (io_kiocb address, unique while in flight) */
 	__u64 uring_link;	/* io_uring: the request it was linked after, 0 when none */
+	__u64 ubuf;		/* the first data buffer's address in the issuing process (the first
+				 * iovec's base for vectored I/O): host mode ties QEMU's I/O to its
+				 * request by it; 0 when not asked for (tracer_opts.ubuf) or unknown */
 	__s64 result;		/* syscall return, CQE res, or -errno from the block layer */
 	__u32 pid;		/* process the request is attributed to */
 	__u32 tid;

@@ -441,7 +441,10 @@ static void choose_routes(struct tracer *t)
 
 		if (submit && all_exist(uring_tps) && enable_tps(t, uring_tps, IOT_LAYER_IO_URING, NULL) &&
 		    enable_tps(t, submit_tps, IOT_LAYER_IO_URING, NULL)) {
-			enable_syscalls(t, syscalls_uring, IOT_LAYER_IO_URING);
+			if (!t->opts.uring_enter_exit_only)
+				enable_syscalls(t, syscalls_uring, IOT_LAYER_IO_URING);
+			else if (syscall_tp_exists("io_uring_enter"))
+				enable_prog(t, "sys_exit_io_uring_enter_only", IOT_LAYER_IO_URING);
 			if (tp_exists("iomap_dio_rw_begin"))
 				enable_prog(t, t->use_btf ? "btf_uring_dio_begin" : "raw_uring_dio_begin", IOT_LAYER_IO_URING);
 			layer_set(t, IOT_LAYER_IO_URING, LAYER_ON, "%s io_uring tracepoints", tp_route(t));
@@ -498,6 +501,7 @@ static int configure(struct tracer *t)
 	s->rodata->uring_on = !!(o->layers & (1u << IOT_LAYER_IO_URING));
 	s->rodata->uring_reap_on = s->rodata->uring_on && o->uring_reap;
 	s->rodata->wb_on = !!(o->layers & (1u << IOT_LAYER_PAGECACHE));
+	s->rodata->ubuf_on = !!o->ubuf;
 	return bpf_map__set_max_entries(s->maps.events, rb);
 }
 

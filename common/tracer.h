@@ -55,8 +55,17 @@ struct tracer_opts {
 	 * hook is a program run per request.
 	 */
 	int no_rq_insert;
+	/* Fill iot_record.ubuf for system calls and io_uring requests (one user read more for vectored I/O). */
+	int ubuf;
+	/*
+	 * io_uring_enter hooked at its exit only, to end the window in which
+	 * block I/O of the thread is its last request's: no enter hook, so no
+	 * system call entry time on io_uring records and no io_uring_enter
+	 * counts. Two program runs per call become one small one.
+	 */
+	int uring_enter_exit_only;
 };
-#define tracer_opts__last_field no_rq_insert
+#define tracer_opts__last_field uring_enter_exit_only
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */

@@ -53,7 +53,7 @@
 #define QAIO_WRITE 0x2
 #define QAIO_FLUSH 0x8
 
-enum { IX_GPA, IX_SECTOR, IX_Q };
+enum { IX_GPA, IX_SECTOR, IX_BUF, IX_Q };	/* IX_BUF: a lean submit's first request, by its buffer */
 #define RECENT_MAX 64			/* latest submits a backend call is looked up among */
 
 /* One host kernel I/O, reduced to what the joined record shows. */
@@ -74,6 +74,9 @@ struct qreq {
 	uint32_t op, head;
 	uint64_t gpa, sector, len, submit_ts;
 	uint64_t blk;			/* the BlockBackend: which of the VM's drives */
+	uint64_t buf;			/* lean (IOT_QF_NO_BACKEND) submit's first request: its first data buffer */
+	bool lean;			/* its QEMU's backend calls are not probed */
+	bool served;			/* lean: its host I/O was found */
 	int32_t group;			/* the submit's first request (self for the first) */
 	uint32_t group_gen;
 	int32_t back[GROUP_BACK_MAX];	/* on the first request: its backend calls */
@@ -99,7 +102,7 @@ struct back {
 	uint32_t gen;
 	bool used, linked;
 	bool indexed;			/* in the key index (bhead) */
-	bool by_iov;			/* its submit found by the data buffers, not the thread alone */
+	uint8_t link;			/* enum back_link: how it was tied to its request */
 	uint32_t pid;
 	uint32_t kind, op;
 	uint64_t ino;
@@ -112,6 +115,18 @@ struct back {
 	struct hio h;
 	int32_t nx, pv;
 };
+
+/*
+ * How a backend call (or, for a lean QEMU, the host I/O standing in for
+ * one) was tied to its QEMU request.
+ */
+enum back_link {
+	LINK_THREAD,		/* the submit under way on the calling thread */
+	LINK_BUFFERS,		/* the submit whose data buffers it carries */
+	LINK_ORDER,		/* lean flush: the oldest flush of the process not yet served */
+};
+
+static const char *const link_names[] = { "thread", "buffers", "order" };
 
 struct held {
 	uint64_t arrival;
@@ -142,6 +157,39 @@ static const char *const vseg_names[VS_MAX] = {
 	"guest_issue", "kick_to_qemu", "qemu_to_host", "host_io", "host_device", "host_to_guest_irq",
 	"guest_completion", "total",
 };
+
+/* What a VM's runs have shown: key -> value per QEMU pid, bounded, the oldest entry reused. */
+struct pairs {
+	struct {
+		uint32_t pid;
+		uint64_t key, val;
+	} e[DRIVES_MAX];
+	int n, evict;
+};
+
+/* The value learned for (pid, key), 0 when none. */
+static uint64_t pairs_get(const struct pairs *p, uint32_t pid, uint64_t key)
+{
+	for (int i = 0; i < p->n; i++)
+		if (p->e[i].pid == pid && p->e[i].key == key)
+			return p->e[i].val;
+	return 0;
+}
+
+/* The latest says (a restarted VM may say otherwise: it wins). */
+static void pairs_set(struct pairs *p, uint32_t pid, uint64_t key, uint64_t val)
+{
+	int i;
+
+	for (i = 0; i < p->n; i++)
+		if (p->e[i].pid == pid && p->e[i].key == key)
+			break;
+	if (i == p->n)
+		i = p->n < DRIVES_MAX ? p->n++ : p->evict++ % DRIVES_MAX;
+	p->e[i].pid = pid;
+	p->e[i].key = key;
+	p->e[i].val = val;
+}
 
 struct corr {
 	struct corr_opts o;
@@ -177,11 +225,11 @@ struct corr {
 	struct hist seg[VS_MAX];
 	uint64_t drained_ns;		/* every QEMU event and host record from before this is in */
 	/* Which QEMU drive (BlockBackend) serves which guest disk, learned from exact-key matches. */
-	struct {
-		uint32_t pid, dev;
-		uint64_t blk;
-	} drives[DRIVES_MAX];
-	int ndrives, drive_evict;
+	struct pairs drives;
+	/* Lean QEMUs: which image file each drive's I/O was seen on (checks its flushes). */
+	struct pairs drive_files;
+	uint32_t lean_pids[IMAGES_MAX];
+	int nlean_pids;
 };
 
 static uint32_t mix(uint64_t a, uint64_t b, uint64_t c)
@@ -200,6 +248,8 @@ static uint32_t qbucket(const struct corr *c, const struct qreq *q, int ix)
 	switch (ix) {
 	case IX_GPA:
 		return mix(q->pid, q->gpa, 1);
+	case IX_BUF:
+		return mix(q->pid, q->buf, 3);
 	default:
 		return mix(q->pid, q->sector, q->op << 1 | 2);
 	}
@@ -361,6 +411,23 @@ static uint32_t vblk_op(uint32_t type)
 									: IOT_OP_OTHER;
 }
 
+static bool is_lean(const struct corr *c, uint32_t pid)
+{
+	for (int i = 0; i < c->nlean_pids; i++)
+		if (c->lean_pids[i] == pid)
+			return true;
+	return false;
+}
+
+static void note_lean(struct corr *c, uint32_t pid)
+{
+	if (is_lean(c, pid))
+		return;
+	if (c->nlean_pids == IMAGES_MAX)
+		c->nlean_pids = 0;	/* forget the oldest (a restarted VM is a new pid): only waits less */
+	c->lean_pids[c->nlean_pids++] = pid;
+}
+
 static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 {
 	int32_t first = NO_IDX;
@@ -391,6 +458,7 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		q->len = i == 0 ? (e->nreqs > 1 ? e->bytes - rest : e->bytes) : r->qiov_size;
 		q->submit_ts = e->ts;
 		q->blk = e->blk;
+		q->lean = e->flags & IOT_QF_NO_BACKEND;
 		if (first == NO_IDX) {
 			uint32_t n = c->nrecent++ % RECENT_MAX;
 
@@ -404,10 +472,17 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		}
 		q->group = first;
 		q->group_gen = c->q[first].gen;
-		for (int ix = 0; ix < IX_Q; ix++)
+		for (int ix = 0; ix < IX_BUF; ix++)
 			qlink(c, k, ix);
+		/* The submit's I/O starts with its first request's buffers. */
+		if (i == 0 && q->lean && e->buf && q->op != IOT_OP_FLUSH) {
+			q->buf = e->buf;
+			qlink(c, k, IX_BUF);
+		}
 		c->st.qemu_reqs++;
 	}
+	if (e->flags & IOT_QF_NO_BACKEND)
+		note_lean(c, e->pid);
 }
 
 static struct fdent *fd_info(struct corr *c, uint32_t pid, int fd)
@@ -494,13 +569,28 @@ static void note_image(struct corr *c, uint32_t pid, uint64_t ino)
 	}
 }
 
+/* A fresh backend call entry (the window's oldest reused), zeroed, not indexed. */
+static int32_t back_alloc(struct corr *c)
+{
+	int32_t bi = c->bnext++ & (BK_MAX - 1);
+	struct back *b = &c->b[bi];
+	uint32_t gen;
+
+	if (b->used)
+		bunlink(c, bi);
+	gen = b->gen;
+	memset(b, 0, offsetof(struct back, nx));
+	b->gen = (gen + 2) | 1;
+	b->used = true;
+	return bi;
+}
+
 static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 {
 	int32_t qi, bi, named = NO_IDX, by_iov = NO_IDX;
 	struct qreq *g;
 	struct back *b;
 	struct fdent *f;
-	uint32_t gen;
 
 	c->st.backends++;
 	/*
@@ -525,6 +615,16 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 			break;
 		}
 	}
+	/*
+	 * The thread's latest submit may be long done (QEMU flushing every
+	 * drive as it exits): a call it cannot have made is not its. A read
+	 * makes reads only (qcow2 metadata and data); a flush, writes
+	 * (metadata written back) and the sync.
+	 */
+	if (named != NO_IDX && by_iov == NO_IDX &&
+	    (c->q[named].op == IOT_OP_READ ? backend_op(e->op) != IOT_OP_READ
+					   : c->q[named].op == IOT_OP_FLUSH && backend_op(e->op) == IOT_OP_READ))
+		named = NO_IDX;
 	qi = by_iov != NO_IDX ? by_iov : named;
 	if (by_iov != NO_IDX) {
 		c->st.backends_by_iov++;
@@ -543,14 +643,8 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 		c->st.backends_unlinked++;
 		return;
 	}
-	bi = c->bnext++ & (BK_MAX - 1);
+	bi = back_alloc(c);
 	b = &c->b[bi];
-	if (b->used)
-		bunlink(c, bi);
-	gen = b->gen;
-	memset(b, 0, offsetof(struct back, nx));
-	b->gen = (gen + 2) | 1;
-	b->used = true;
 	b->pid = e->pid;
 	b->kind = e->backend;
 	b->op = backend_op(e->op);
@@ -562,7 +656,7 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 	b->ts = e->ts;
 	b->host_sector = IOT_UNKNOWN_U64;
 	b->fd = e->fd;
-	b->by_iov = by_iov != NO_IDX;
+	b->link = by_iov != NO_IDX ? LINK_BUFFERS : LINK_THREAD;
 	if (b->kind == IOT_QB_NATIVE && b->op != IOT_OP_FSYNC) {
 		/* Linux AIO is seen per bio on the disk: key it by where the file offset lies. */
 		b->host_sector = file_sector(f, e->offset, e->bytes);
@@ -636,6 +730,8 @@ static void resolve_native(struct corr *c)
 }
 
 static bool link_host_record(struct corr *c, const struct iot_record *r);
+static bool link_by_buffers(struct corr *c, const struct iot_record *r);
+static bool link_flush(struct corr *c, const struct iot_record *r);
 
 /* Could r be I/O on an image QEMU's backend calls use? (Its console log, say, is not.) */
 static bool on_an_image(const struct corr *c, const struct iot_record *r)
@@ -650,8 +746,20 @@ static bool on_an_image(const struct corr *c, const struct iot_record *r)
 	return false;
 }
 
+/* A host record a lean QEMU's request may claim directly. */
+static bool lean_candidate(const struct corr *c, const struct iot_record *r)
+{
+	if (r->kind != IOT_KIND_SYSCALL && r->kind != IOT_KIND_URING)
+		return false;
+	if (r->op == IOT_OP_FSYNC)
+		return c->nlean_pids && is_lean(c, r->pid);
+	return r->ubuf && (r->op == IOT_OP_READ || r->op == IOT_OP_WRITE) && c->nlean_pids && is_lean(c, r->pid);
+}
+
 static bool try_link(struct corr *c, const struct iot_record *r)
 {
+	if (lean_candidate(c, r))
+		return r->op == IOT_OP_FSYNC ? link_flush(c, r) : link_by_buffers(c, r);
 	if (link_host_record(c, r))
 		return true;
 	if (r->kind == IOT_KIND_AIO && c->nunresolved) {
@@ -671,7 +779,7 @@ void corr_host_record(struct corr *c, const struct iot_record *r)
 	 * can complete between the two reads: its backend call is then read
 	 * on the next round. Such records wait for it (bounded).
 	 */
-	if (on_an_image(c, r) && c->npending < PENDING_HOST_MAX) {
+	if ((on_an_image(c, r) || lean_candidate(c, r)) && c->npending < PENDING_HOST_MAX) {
 		c->pending[c->npending] = *r;
 		c->pending_since[c->npending++] = 0;
 	}
@@ -694,6 +802,110 @@ static void retry_pending(struct corr *c, uint64_t now)
 		k++;
 	}
 	c->npending = k;
+}
+
+static void hio_fill(struct hio *h, const struct iot_record *r)
+{
+	h->kind = r->kind;
+	h->syscall = r->syscall;
+	h->uring_opcode = r->uring_opcode;
+	h->tid = r->tid;
+	h->len = r->len;
+	h->dev = r->dev;
+	h->start = first_ts(r);
+	h->end = last_ts(r);
+	h->dev_issue = r->ts[IOT_TS_RQ_ISSUE];
+	h->dev_complete = r->ts[IOT_TS_RQ_COMPLETE] ? r->ts[IOT_TS_RQ_COMPLETE] : r->ts[IOT_TS_BIO_END];
+	h->offset = r->offset;
+	h->sector = r->sector;
+	h->result = r->result;
+}
+
+/* Hangs host I/O r on lean request qi as if a backend call had carried it. */
+static void lean_attach(struct corr *c, int32_t qi, const struct iot_record *r, enum back_link how)
+{
+	struct qreq *g = &c->q[qi];
+	struct back *b;
+	int32_t bi;
+
+	g->served = true;
+	if (g->nback == GROUP_BACK_MAX)
+		return;
+	bi = back_alloc(c);
+	b = &c->b[bi];
+	b->pid = r->pid;
+	b->kind = r->kind == IOT_KIND_URING ? IOT_QB_URING : IOT_QB_THREADS;
+	b->op = r->op;
+	b->ino = r->inode;
+	b->dev = r->dev;
+	b->offset = r->op == IOT_OP_FSYNC ? 0 : r->offset;
+	b->bytes = r->len;
+	b->ts = first_ts(r);
+	b->host_sector = IOT_UNKNOWN_U64;
+	b->fd = -1;
+	b->link = how;
+	b->q = qi;
+	b->qgen = g->gen;
+	b->linked = true;
+	hio_fill(&b->h, r);
+	g->back[g->nback] = bi;
+	g->back_gen[g->nback++] = b->gen;
+	note_image(c, r->pid, r->inode);
+	if (g->blk && r->inode)
+		pairs_set(&c->drive_files, r->pid, g->blk, r->inode);
+}
+
+/*
+ * A lean QEMU's read or write: the newest submit of the same first buffer
+ * made before the I/O began (a buffer is reused only once its request is
+ * done), at the same offset (a raw image's offset is the guest's) and
+ * operation, not served yet.
+ */
+static bool link_by_buffers(struct corr *c, const struct iot_record *r)
+{
+	struct qreq key = { .pid = r->pid, .buf = r->ubuf };
+	uint64_t start = first_ts(r);
+
+	for (int32_t i = qfirst(c, &key, IX_BUF); i != NO_IDX; i = qnext(c, i, IX_BUF)) {
+		const struct qreq *q = &c->q[i];
+
+		if (q->pid != r->pid || q->buf != r->ubuf || q->submit_ts > start || q->served || q->op != r->op ||
+		    (r->offset != IOT_UNKNOWN_U64 && r->offset != q->sector * 512))
+			continue;
+		lean_attach(c, i, r, LINK_BUFFERS);
+		c->st.host_by_buffers++;
+		c->st.host_linked++;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A lean QEMU's sync: the oldest flush of that process among the latest
+ * submits, made before it and not served, on a drive not seen on another
+ * file.
+ */
+static bool link_flush(struct corr *c, const struct iot_record *r)
+{
+	uint64_t start = first_ts(r);
+
+	for (uint32_t k = c->nrecent > RECENT_MAX ? c->nrecent - RECENT_MAX : 0; k < c->nrecent; k++) {
+		uint32_t n = k % RECENT_MAX;
+		const struct qreq *q = &c->q[c->recent[n].i];
+		uint64_t ino;
+
+		if (c->recent[n].pid != r->pid || q->gen != c->recent[n].gen || !q->lean || q->op != IOT_OP_FLUSH ||
+		    q->served || q->submit_ts > start)
+			continue;
+		ino = pairs_get(&c->drive_files, r->pid, q->blk);
+		if (ino && r->inode && ino != r->inode)
+			continue;
+		lean_attach(c, c->recent[n].i, r, LINK_ORDER);
+		c->st.host_flush_by_order++;
+		c->st.host_linked++;
+		return true;
+	}
+	return false;
 }
 
 static bool link_host_record(struct corr *c, const struct iot_record *r)
@@ -730,27 +942,10 @@ static bool link_host_record(struct corr *c, const struct iot_record *r)
 	}
 	if (best == NO_IDX)
 		return false;
-	{
-		struct back *b = &c->b[best];
-		struct hio *h = &b->h;
-
-		h->kind = r->kind;
-		h->syscall = r->syscall;
-		h->uring_opcode = r->uring_opcode;
-		h->tid = r->tid;
-		h->len = r->len;
-		h->dev = r->dev;
-		h->start = first_ts(r);
-		h->end = last_ts(r);
-		h->dev_issue = r->ts[IOT_TS_RQ_ISSUE];
-		h->dev_complete = r->ts[IOT_TS_RQ_COMPLETE] ? r->ts[IOT_TS_RQ_COMPLETE] : r->ts[IOT_TS_BIO_END];
-		h->offset = r->offset;
-		h->sector = r->sector;
-		h->result = r->result;
-		b->linked = true;
-		bunlink(c, best);
-		c->st.host_linked++;
-	}
+	hio_fill(&c->b[best].h, r);
+	c->b[best].linked = true;
+	bunlink(c, best);
+	c->st.host_linked++;
 	return true;
 }
 
@@ -783,30 +978,6 @@ static bool cross_check(const struct qreq *q, const struct iot_record *r)
 	return q->op == r->op && (q->op == IOT_OP_FLUSH || q->sector == r->sector) && (!len || q->len == len);
 }
 
-/* The QEMU drive that served guest disk dev of VM pid, as exact-key matches showed; 0 when not known. */
-static uint64_t drive_of(const struct corr *c, uint32_t pid, uint32_t dev)
-{
-	for (int i = 0; i < c->ndrives; i++)
-		if (c->drives[i].pid == pid && c->drives[i].dev == dev)
-			return c->drives[i].blk;
-	return 0;
-}
-
-/* An exact-key match says which drive serves the disk (a restarted VM may say otherwise: it wins). */
-static void drive_learn(struct corr *c, uint32_t pid, uint32_t dev, uint64_t blk)
-{
-	int i;
-
-	for (i = 0; i < c->ndrives; i++)
-		if (c->drives[i].pid == pid && c->drives[i].dev == dev)
-			break;
-	if (i == c->ndrives)
-		i = c->ndrives < DRIVES_MAX ? c->ndrives++ : c->drive_evict++ % DRIVES_MAX;
-	c->drives[i].pid = pid;
-	c->drives[i].dev = dev;
-	c->drives[i].blk = blk;
-}
-
 /* The QEMU request of a guest record: earliest unclaimed with the key, submitted after the guest's kick. */
 static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 {
@@ -814,7 +985,7 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 	uint64_t tol = h->unc + 2000000, kick = guest_kick(r), end = last_ts(r);
 	bool by_gpa = r->vq_gpa != 0, disagree = false;
 	/* The fallback key holds the drive too, where an exact match has shown which one it is. */
-	uint64_t drive = by_gpa ? 0 : drive_of(c, h->pid, r->dev);
+	uint64_t drive = by_gpa ? 0 : pairs_get(&c->drives, h->pid, r->dev);
 	struct qreq key = { .pid = h->pid, .gpa = r->vq_gpa, .sector = r->sector, .op = r->op };
 	int ix = by_gpa ? IX_GPA : IX_SECTOR;
 	int32_t best = NO_IDX;
@@ -1009,7 +1180,7 @@ static void emit(struct corr *c, struct held *h)
 					sb_kv_str(js, "backend", b->kind < sizeof(backend_names) / sizeof(backend_names[0]) &&
 						  backend_names[b->kind] ? backend_names[b->kind] : "native");
 					/* How the backend call was tied to this QEMU request. */
-					sb_kv_str(js, "linked_by", b->by_iov ? "buffers" : "thread");
+					sb_kv_str(js, "linked_by", link_names[b->link]);
 					sb_kv_u64(js, "tid", b->h.tid);
 					sb_kv_u64(js, "inode", b->ino);
 					sb_kv_u64(js, "offset", b->offset);
@@ -1101,7 +1272,7 @@ static bool resolve(struct corr *c, struct held *h, uint64_t now)
 
 		if (why == CORR_MATCHED_GPA || why == CORR_MATCHED_SECTOR) {
 			if (why == CORR_MATCHED_GPA && c->q[qi].blk)
-				drive_learn(c, h->pid, h->r.dev, c->q[qi].blk);
+				pairs_set(&c->drives, h->pid, h->r.dev, c->q[qi].blk);	/* which drive serves the disk */
 			c->q[qi].matched = true;
 			h->q = qi;
 			h->qgen = c->q[qi].gen;

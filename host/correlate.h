@@ -14,6 +14,11 @@
  *  - backend call -> host kernel I/O: (QEMU pid, file, offset, operation)
  *    for system calls and io_uring; (device, sector) for Linux AIO, the
  *    file offset mapped to the device through FIEMAP.
+ *  - a QEMU whose drives are all raw images under aio=threads or io_uring
+ *    has no backend call probed: its host I/O carries the guest's first
+ *    data buffer, as the submit does, and names the request by it (the
+ *    newest submit of that buffer before the I/O began, at the same offset
+ *    and operation). Its flushes take the oldest flush not yet served.
  */
 #ifndef IOTRACER_CORRELATE_H
 #define IOTRACER_CORRELATE_H
@@ -55,7 +60,14 @@ struct corr_stats {
 	uint64_t backends, backends_unlinked;	/* backend calls; those without a submit under way */
 	uint64_t backends_by_iov;		/* linked to a submit whose data buffers they carry */
 	uint64_t backends_relinked;		/* of those, not the submit the probe named: made in a later turn */
-	uint64_t host_records, host_linked;	/* host kernel records of QEMU; those linked to a backend call */
+	uint64_t host_records, host_linked;	/* host kernel records of QEMU; those tied to a request */
+	/*
+	 * Host records of a QEMU whose backend calls are not probed (raw images
+	 * only), tied straight to their request: by the data buffers, and
+	 * flushes by order (the oldest flush of that process not yet served).
+	 * Both are counted in host_linked too.
+	 */
+	uint64_t host_by_buffers, host_flush_by_order;
 	uint64_t with_host_io;			/* matched guest requests whose host I/O was found */
 };
 

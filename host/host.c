@@ -80,6 +80,7 @@ struct vm_ent {
 	struct qemu_tracer *qt;
 	char version[32];
 	bool refused;		/* seen, not traced (reason logged once) */
+	bool backend;		/* its backend calls are probed (qemu_vm_needs_backend()) */
 };
 
 struct host {
@@ -213,7 +214,10 @@ static void vm_event(struct host *h, const struct vm_ent *v, const char *event, 
 		jstr(f, "serial", d->serial);
 		fputc('}', f);
 	}
-	fputs("]}\n", f);
+	fputc(']', f);
+	if (!v->refused && !reason)
+		fprintf(f, ",\"backend_probes\":%s", v->backend ? "true" : "false");
+	fputs("}\n", f);
 	fflush(f);
 }
 
@@ -263,15 +267,19 @@ static int vm_add(struct host *h, int pid)
 			      "iotracer checked), several times dearer", v->vm.exe,
 			      qemu_tracer__stepped(v->qt));
 	}
-	if ((r = qemu_tracer__add_pid(v->qt, pid)) || (r = tracer__add_pid(h->kt, pid))) {
+	v->backend = qemu_vm_needs_backend(&v->vm);
+	if (qemu_tracer__add_pid(v->qt, pid, v->backend, err, sizeof(err)))
+		goto refuse;
+	if ((r = tracer__add_pid(h->kt, pid))) {
 		snprintf(err, sizeof(err), "cannot add it to the traced processes: %s", strerror(-r));
 		qemu_tracer__del_pid(v->qt, pid);
 		goto refuse;
 	}
 	/* libbpf's parse of the kernel BTF for the load is done: give that memory back. */
 	malloc_trim(0);
-	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
-	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "");
+	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s; %s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
+	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "",
+	      v->backend ? "backend calls probed" : "raw images: host I/O tied by its buffers, backend calls not probed");
 	vm_event(h, v, "traced", NULL);
 	return 0;
 refuse:
@@ -363,6 +371,10 @@ static int qemu_layer_start(struct host *h)
 	topts.layers_explicit = h->o->layers_explicit;
 	topts.positional_only = 1;
 	topts.no_rq_insert = !h->o->layers;
+	/* Raw images' host I/O names its QEMU request by the guest's buffers (qemu_vm_needs_backend()). */
+	topts.ubuf = 1;
+	/* The join reads io_uring requests' own submit times, not io_uring_enter's. */
+	topts.uring_enter_exit_only = 1;
 	/*
 	 * The host kernel's records of every traced QEMU share one ring: room
 	 * for about 1,500 (a fifth of a second of 4 busy guests) while the
@@ -467,11 +479,11 @@ static void qemu_layer_stop(struct host *h)
 		fprintf(h->o->of, ",\"with_host_io\":%" PRIu64 ",\"qemu_submits\":%" PRIu64 ",\"qemu_requests\":%" PRIu64
 			",\"qemu_not_virtio\":%" PRIu64 ",\"qemu_unclaimed\":%" PRIu64 ",\"backends\":%" PRIu64
 			",\"backends_unlinked\":%" PRIu64 ",\"backends_by_iov\":%" PRIu64 ",\"backends_relinked\":%" PRIu64
-			",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64
-			",\"uprobe_hits\":%" PRIu64 ",\"qemu_events_lost\":%" PRIu64 ",\"host_records_lost\":%" PRIu64
+			",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64 ",\"host_by_buffers\":%" PRIu64
+			",\"host_flush_by_order\":%" PRIu64 ",\"uprobe_hits\":%" PRIu64 ",\"qemu_events_lost\":%" PRIu64 ",\"host_records_lost\":%" PRIu64
 			",\"host_state_full\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
 			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.backends_by_iov,
-			st.backends_relinked, st.host_records, st.host_linked, hits, qlost, kc[IOT_CNT_LOST],
+			st.backends_relinked, st.host_records, st.host_linked, st.host_by_buffers, st.host_flush_by_order, hits, qlost, kc[IOT_CNT_LOST],
 			kc[IOT_CNT_STATE_FULL]);
 	}
 	if (h->o->summary)

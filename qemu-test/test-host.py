@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """End-to-end: host mode joins each guest request to the QEMU request and host I/O that served it.
 
-Two QEMU guests run at once, each with six virtio-blk disks: raw and qcow2
-images, each under aio=threads, aio=native (cache=none) and aio=io_uring.
+Two QEMU guests run at once. The first has six virtio-blk disks: raw and
+qcow2 images, each under aio=threads, aio=native (cache=none) and
+aio=io_uring; its backend calls are probed. The second has four raw images
+under aio=threads and io_uring, cached and not (cache=none): a QEMU with only
+such drives has no backend call probed, and its host I/O names its request
+by the guest's data buffers it carries.
 In each guest the guest agent streams over virtio-serial to one host agent
 that traces both QEMU processes (uprobes) and the host kernel beneath them.
 Each guest issues a known pattern on every disk: O_DIRECT reads and writes
@@ -39,11 +43,18 @@ import perfetto_test  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = 12
 AIO = 16
-# (format, aio, cache): the six disks of each guest, vda..vdf in this order.
-DISKS = [("raw", "threads", "writeback"), ("qcow2", "threads", "writeback"),
-         ("raw", "native", "none"), ("qcow2", "native", "none"),
-         ("raw", "io_uring", "writeback"), ("qcow2", "io_uring", "writeback")]
-NAMES = ["vd" + chr(ord("a") + i) for i in range(len(DISKS))]
+# (format, aio, cache): each guest's disks, vda, vdb, ... in this order.
+VM_DISKS = [[("raw", "threads", "writeback"), ("qcow2", "threads", "writeback"),
+             ("raw", "native", "none"), ("qcow2", "native", "none"),
+             ("raw", "io_uring", "writeback"), ("qcow2", "io_uring", "writeback")],
+            # Raw images under threads and io_uring only: no backend call probed in this QEMU.
+            [("raw", "threads", "writeback"), ("raw", "threads", "none"),
+             ("raw", "io_uring", "writeback"), ("raw", "io_uring", "none")]]
+BACKEND_PROBES = [True, False]
+
+
+def names(disks):
+    return ["vd" + chr(ord("a") + i) for i in range(len(disks))]
 PORT = "/dev/virtio-ports/org.iotracer.0"
 HOST_KIND = {"threads": "syscall", "native": "aio", "io_uring": "io_uring"}
 
@@ -74,17 +85,17 @@ AGENT_ARGS = ["", "--layers syscall,block,io_uring,aio"]
 MATCH = ["gpa", "sector"]
 
 
-def guest_script(agent_args):
-    return GUEST_SCRIPT % {"names": " ".join(NAMES), "port": PORT, "direct": DIRECT, "aio": AIO,
+def guest_script(disks, agent_args):
+    return GUEST_SCRIPT % {"names": " ".join(names(disks)), "port": PORT, "direct": DIRECT, "aio": AIO,
                            "agent_args": agent_args}
 
 
 
 
 
-def make_images(d, tag):
+def make_images(d, tag, disks):
     paths = []
-    for i, (fmt, _, _) in enumerate(DISKS):
+    for i, (fmt, _, _) in enumerate(disks):
         p = os.path.join(d, "%s-%d.%s" % (tag, i, fmt))
         # Allocated up front, so that reads reach the host's disk (a hole reads as zeroes without I/O).
         if fmt == "raw":
@@ -96,12 +107,12 @@ def make_images(d, tag):
     return paths
 
 
-def start_guest(build, sock, images, name, agent_args):
+def start_guest(build, sock, images, disks, name, agent_args):
     cmd = [os.path.join(HERE, "run-guest.sh"), "--build-dir", build, "--timeout", "600",
            "--serial-socket", sock + ",name=org.iotracer.0", "--qemu-arg=-name", "--qemu-arg=" + name]
-    for img, (fmt, aio, cache) in zip(images, DISKS):
+    for img, (fmt, aio, cache) in zip(images, disks):
         cmd += ["--disk", "%s,format=%s,if=virtio,aio=%s,cache=%s" % (img, fmt, aio, cache)]
-    p = subprocess.Popen(cmd + ["--", guest_script(agent_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(cmd + ["--", guest_script(disks, agent_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     out = {}
     t = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), p.communicate())), daemon=True)
@@ -109,14 +120,16 @@ def start_guest(build, sock, images, name, agent_args):
     return p, t, out
 
 
-def check_vm(name, secs, recs, vm, images, match):
+def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
     """Every request the guest issued, matched in its own VM on the key it gave, down to its image file."""
     check("guest rc 0" in secs, "%s: guest agent failed:\n%s" % (name, "\n".join(secs.get("guest stderr", []))))
+    check(vm.get("backend_probes") is backend_probes, "%s: backend calls probed: %s, expected %s" %
+          (name, vm.get("backend_probes"), backend_probes))
     pid = vm["qemu_pid"]
     inodes = [os.stat(p).st_ino for p in images]
     total = 0
-    for i, disk in enumerate(NAMES):
-        fmt, aio, _ = DISKS[i]
+    for i, disk in enumerate(names(disks)):
+        fmt, aio, cache = disks[i]
         dev = secs["dev " + disk][0].strip()
         for mode, want_n in (("direct", DIRECT), ("aio", AIO)):
             ops = [json.loads(l) for l in secs["ops %s %s" % (disk, mode)] if l.strip()]
@@ -132,7 +145,8 @@ def check_vm(name, secs, recs, vm, images, match):
                                                                   sorted({(r["dev"], r["kind"]) for r in recs})))
             for r in got:
                 h = r["host"]
-                what = "%s %s (%s, aio=%s) %s sector %s" % (name, disk, fmt, aio, r["op"], r["sector"])
+                what = "%s %s (%s, aio=%s, cache=%s) %s sector %s" % (name, disk, fmt, aio, cache, r["op"],
+                                                                       r["sector"])
                 check(h["match"] == match, "%s: not matched on the %s key: %s" % (what, match, h))
                 check(h["qemu_pid"] == pid, "%s: matched in QEMU pid %s, its VM is %d" % (what, h["qemu_pid"], pid))
                 q = h["qemu"]
@@ -243,7 +257,7 @@ def main():
     host = None
     try:
         socks = [os.path.join(tmp, "vm%d.sock" % i) for i in (1, 2)]
-        images = [make_images(tmp, "vm1"), make_images(tmp, "vm2")]
+        images = [make_images(tmp, "vm%d" % (i + 1), VM_DISKS[i]) for i in (0, 1)]
         hout = open(os.path.join(tmp, "host.json"), "w")
         herr = open(os.path.join(tmp, "host.err"), "w+")
         trace = os.path.join(tmp, "host.pftrace")
@@ -254,7 +268,8 @@ def main():
         while time.time() < deadline and '"type":"listening"' not in open(hout.name).read():
             check(host.poll() is None, "host agent exited: %s" % open(herr.name).read())
             time.sleep(0.1)
-        guests = [start_guest(build, socks[i], images[i], "vm%d" % (i + 1), AGENT_ARGS[i]) for i in (0, 1)]
+        guests = [start_guest(build, socks[i], images[i], VM_DISKS[i], "vm%d" % (i + 1), AGENT_ARGS[i])
+                  for i in (0, 1)]
         for p, t, _ in guests:
             t.join(timeout=700)
         time.sleep(1)
@@ -279,11 +294,16 @@ def main():
                 check(name in vms, "host did not trace %s: %s" % (name, list(vms)))
                 recs = [o for o in objs if o.get("type") == "io" and o.get("guest", "").startswith(
                     "qemu:%d/" % vms[name]["qemu_pid"])]
-                total += check_vm(name, secs, recs, vms[name], images[i], MATCH[i])
+                total += check_vm(name, secs, recs, vms[name], images[i], VM_DISKS[i], MATCH[i], BACKEND_PROBES[i])
             corr = [o for o in objs if o.get("type") == "correlation"]
             check(corr and corr[0]["no_qemu_request"] == 0 and corr[0]["key_disagrees"] == 0 and
                   corr[0]["no_vm"] == 0, "guest requests left unmatched: %s" % corr)
             check([o for o in objs if o.get("type") == "vm_summary"], "no guest-to-host summary")
+            # vm2's backend calls are not probed: one hit per submit, plus one per backend call of vm1's.
+            c = corr[0]
+            check(c["uprobe_hits"] == c["qemu_submits"] + c["qemu_not_virtio"] + c["backends"],
+                  "uprobe hits %d, for %d submits (%d not virtio-blk) and %d backend calls: vm2's backend "
+                  "calls trapped" % (c["uprobe_hits"], c["qemu_submits"], c["qemu_not_virtio"], c["backends"]))
             # Debian's QEMU 7.2 is the build whose blk_aio_* code the probe table checks: each
             # hit there must be one emulated trap, not a single-stepped entry.
             check("single-stepped" not in herr_text,
@@ -299,9 +319,10 @@ def main():
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched in its own "
               "VM, with its host I/O: vm1 on the header address, vm2 (no virtio layer) on drive/sector/length/op; %d uprobe hits for %d QEMU requests; %d Perfetto "
               "flows from guest through QEMU and host I/O back to the guest; QEMU %s refused; of %d backend calls "
-              "%d tied to their request by its buffers (%d made in a later turn), %d not tied"
+              "%d tied to their request by its buffers (%d made in a later turn), %d not tied; vm2 (no backend "
+              "probes): %d host I/Os tied by their buffers"
               % (total, c["uprobe_hits"], c["qemu_requests"], flows_ok, ver, c["backends"], c["backends_by_iov"],
-                 c["backends_relinked"], c["backends_unlinked"]))
+                 c["backends_relinked"], c["backends_unlinked"], c["host_by_buffers"]))
         return 0
     finally:
         if host and host.poll() is None:

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "check.h"
 #include "../host/correlate.h"
 
@@ -182,6 +183,135 @@ static void test_backend_relink(void)
 	fixture_close(&x);
 }
 
+/* A submit of a QEMU whose backend calls are not probed: it carries its first data buffer. */
+static void lean_submit(struct corr *c, uint64_t ts, uint16_t op, uint64_t gpa, uint64_t sector, uint32_t head,
+			uint64_t buf)
+{
+	struct iot_qemu_event e = { .ts = ts, .pid = VM, .tid = VM + 1, .type = IOT_QEV_SUBMIT, .op = op,
+				    .nreqs = 1, .flags = IOT_QF_LAYOUT_OK | IOT_QF_NO_BACKEND, .blk = BLK_A,
+				    .offset = sector * 512, .bytes = op == IOT_OP_FLUSH ? 0 : 4096, .req = 0x5000 + head,
+				    .buf = op == IOT_OP_FLUSH ? 0 : buf };
+
+	e.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + head, .gpa = gpa, .sector = op == IOT_OP_FLUSH ? 0 : sector,
+					   .qiov_size = op == IOT_OP_FLUSH ? 0 : 4096, .head = head,
+					   .type = op == IOT_OP_FLUSH ? 4 : 0 };
+	e.iov = op == IOT_OP_FLUSH ? 0 : IOV_OF(head);
+	corr_qemu_event(c, &e);
+}
+
+/* The host kernel's record of an io_uring request QEMU made (op IOT_OP_FSYNC: its flush). */
+static void host_io(struct corr *c, uint64_t start, uint16_t op, uint64_t offset, uint64_t ubuf)
+{
+	struct iot_record r = { .kind = IOT_KIND_URING, .op = op, .uring_opcode = op == IOT_OP_FSYNC ? 3 : 1,
+				.pid = VM, .tid = VM + 1, .actor_tid = VM + 1, .dev = DEV_2, .inode = 77,
+				.offset = op == IOT_OP_FSYNC ? IOT_UNKNOWN_U64 : offset, .sector = IOT_UNKNOWN_U64,
+				.len = op == IOT_OP_FSYNC ? 0 : 4096, .result = op == IOT_OP_FSYNC ? 0 : 4096,
+				.ubuf = ubuf };
+
+	r.ts[IOT_TS_URING_SUBMIT] = start;
+	r.ts[IOT_TS_URING_COMPLETE] = start + 50 * US;
+	corr_host_record(c, &r);
+}
+
+/* The offset of the host I/O joined to the guest record of this sector ("" if none) and how it was tied. */
+static void host_io_of(const char *out, uint64_t sector, char *ret, size_t len)
+{
+	char key[64];
+	const char *l = out;
+
+	snprintf(ret, len, "none");
+	snprintf(key, sizeof(key), "\"sector\":%llu,", (unsigned long long)sector);
+	for (; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *end = strchr(l, '\n') ?: l + strlen(l), *h, *o, *b;
+
+		if (!strstr(l, "\"type\":\"io\"") || !(h = strstr(l, key)) || h > end)
+			continue;
+		h = strstr(l, "\"host_io\":[{");
+		if (!h || h > end)
+			return;
+		b = strstr(h, "\"linked_by\":\"");
+		o = strstr(h, "\"offset\":");
+		if (b && o && o < end)
+			snprintf(ret, len, "%.*s@%ld", (int)strcspn(b + 13, "\""), b + 13, atol(o + 9));
+		return;
+	}
+}
+
+/*
+ * A QEMU with only raw images has no backend call probed: its host I/O
+ * names its request by the first data buffer both carry. The buffers of a
+ * request are reused by a later one once it is done, and the host's record
+ * of the first can be read after the second's submit: the newest submit
+ * from before the I/O began is its own. Offset and operation must agree.
+ * Its flush takes the oldest flush not yet served.
+ */
+static void test_lean(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct corr_stats st;
+	char got[64];
+	const char *buf;
+	uint64_t t = 20000000 * US, b1 = 0x7f1234560000ull;
+
+	if (!c)
+		return;
+	lean_submit(c, t + 10 * US, IOT_OP_READ, 0x8000, 200, 30, b1);		/* A */
+	lean_submit(c, t + 100 * US, IOT_OP_READ, 0x8100, 208, 31, b1);		/* C: A's buffers again */
+	host_io(c, t + 105 * US, IOT_OP_READ, 300 * 512, b1);			/* another offset: no one's */
+	host_io(c, t + 12 * US, IOT_OP_READ, 200 * 512, b1);			/* A's, read after C's submit */
+	host_io(c, t + 102 * US, IOT_OP_READ, 208 * 512, b1);			/* C's */
+	lean_submit(c, t + 200 * US, IOT_OP_FLUSH, 0x8200, 0, 32, 0);		/* F */
+	host_io(c, t + 203 * US, IOT_OP_FSYNC, 0, 0);
+	guest(c, t + 5 * US, DEV_1, 0x8000, 200);
+	guest(c, t + 95 * US, DEV_1, 0x8100, 208);
+	corr_tick(c, t + 100000 * US);
+	corr_get_stats(c, &st);
+	buf = fixture_text(&x);
+	host_io_of(buf, 200, got, sizeof(got));
+	CHECK(!strcmp(got, "buffers@102400"), "A's host I/O: %s (want buffers@102400)", got);
+	host_io_of(buf, 208, got, sizeof(got));
+	CHECK(!strcmp(got, "buffers@106496"), "C's host I/O: %s (want buffers@106496)", got);
+	CHECK(st.host_by_buffers == 2 && st.host_flush_by_order == 1 && st.host_linked == 3,
+	      "tied by buffers %llu, flushes by order %llu, linked %llu (want 2, 1, 3)",
+	      (unsigned long long)st.host_by_buffers, (unsigned long long)st.host_flush_by_order,
+	      (unsigned long long)st.host_linked);
+	fixture_close(&x);
+}
+
+/*
+ * QEMU flushes every drive as it exits, long after the thread's latest
+ * submit, a read: a read makes no flush, so the call is tied to nothing.
+ */
+static void test_stale_thread(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct corr_stats st;
+	/* This process, whose descriptor 0 the call's file is: only the rule can leave it untied. */
+	uint32_t me = getpid();
+	struct iot_qemu_event q = { .ts = 30000010 * US, .pid = me, .tid = me, .type = IOT_QEV_SUBMIT,
+				    .op = IOT_OP_READ, .nreqs = 1, .flags = IOT_QF_LAYOUT_OK, .blk = BLK_A,
+				    .offset = 80 * 512, .bytes = 4096, .req = 0x5000 + 40, .iov = IOV_OF(40) };
+	struct iot_qemu_event e = { .pid = me, .tid = me, .type = IOT_QEV_BACKEND, .op = 0x8 /* QEMU_AIO_FLUSH */,
+				    .fd = 0, .backend = IOT_QB_THREADS };
+	uint64_t t = 30000000 * US;
+
+	if (!c)
+		return;
+	q.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + 40, .gpa = 0x7000, .sector = 80, .qiov_size = 4096,
+					   .head = 40, .type = 0 };
+	corr_qemu_event(c, &q);
+	e.ts = t + 900000 * US;
+	e.req = 0x5000 + 40;
+	e.req_ts = t + 10 * US;
+	corr_qemu_event(c, &e);
+	corr_get_stats(c, &st);
+	CHECK(st.backends == 1 && st.backends_unlinked == 1, "a flush named to a read: %llu of %llu unlinked",
+	      (unsigned long long)st.backends_unlinked, (unsigned long long)st.backends);
+	fixture_close(&x);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -217,6 +347,8 @@ int main(void)
 	fixture_close(&x);
 	test_window_reuse();
 	test_backend_relink();
+	test_lean();
+	test_stale_thread();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
