@@ -53,6 +53,21 @@ const volatile __u8 uring_reap_on = 0;		/* emit IOT_KIND_URING_REAP when a CQ he
 const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 const volatile __u8 vq_key_on = 0;		/* virtio: note each request's virtio header GPA */
 const volatile __u8 ubuf_on = 0;		/* fill iot_record.ubuf */
+/*
+ * The tracepoint programs are the tp_btf ones (tracer.c picks one route for
+ * all): their arguments are typed kernel pointers, read with plain loads
+ * the verifier guards, not a bpf_probe_read_kernel() call per field. The
+ * raw_tp programs, loaded when this is 0, keep BPF_CORE_READ: the verifier
+ * knows this constant and never walks the branch they cannot take.
+ */
+const volatile __u8 btf_args = 0;
+
+/*
+ * BPF_CORE_READ(src, a, ...) for code run only by tracepoint programs of
+ * the tp_btf/raw_tp pairs, and only on pointers they got from their
+ * arguments (never a key cast back to a pointer).
+ */
+#define TP_READ(src, a, ...) (btf_args ? ___arrow(src, a, ##__VA_ARGS__) : BPF_CORE_READ(src, a, ##__VA_ARGS__))
 const volatile __u64 page_offset_base_addr = 0;	/* &page_offset_base from kallsyms, 0 = not exported */
 
 /* The direct map's base (x86_64 page_offset_base), once known; 0 until then. */
@@ -1025,15 +1040,17 @@ static __always_inline void on_bio_queue(struct bio *bio)
 	struct iot_wb *w;
 	__u64 *req = NULL;
 
-	dev = BPF_CORE_READ(bio, bi_bdev, bd_dev);
+	/* The key, not the pointer: a helper reading it scrubs its stack slot to a number. */
+	barrier_var(key);
+	dev = TP_READ(bio, bi_bdev, bd_dev);
 	if (filter_dev && dev != filter_dev)
 		return;
 	b.key = key;
 	b.ts_queue = bpf_ktime_get_ns();
 	b.dev = dev;
-	b.sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
-	b.len = BPF_CORE_READ(bio, bi_iter.bi_size);
-	b.op = bio_op(BPF_CORE_READ(bio, bi_opf), &b.flags);
+	b.sector = TP_READ(bio, bi_iter.bi_sector);
+	b.len = TP_READ(bio, bi_iter.bi_size);
+	b.op = bio_op(TP_READ(bio, bi_opf), &b.flags);
 	b.actor_tid = tid;
 
 	r = current_owner_rec(tid, &req);
@@ -1132,9 +1149,9 @@ static __always_inline void on_split(struct bio *split)
 
 static __always_inline __u32 rq_dev(struct request *rq)
 {
-	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+	struct gendisk *disk = TP_READ(rq, q, disk);
 
-	return kdev(BPF_CORE_READ(disk, major), BPF_CORE_READ(disk, first_minor));
+	return kdev(TP_READ(disk, major), TP_READ(disk, first_minor));
 }
 
 /*
@@ -1149,9 +1166,17 @@ static __always_inline struct iot_bio *rq_head(struct request *rq)
 	return key ? bpf_map_lookup_elem(&bios, &key) : NULL;
 }
 
+/* rq_head() for the block tracepoints' own request. */
+static __always_inline struct iot_bio *tp_rq_head(struct request *rq)
+{
+	__u64 key = (__u64)TP_READ(rq, bio);
+
+	return key ? bpf_map_lookup_elem(&bios, &key) : NULL;
+}
+
 static __always_inline void on_rq_insert(struct request *rq)
 {
-	struct iot_bio *b = rq_head(rq);
+	struct iot_bio *b = tp_rq_head(rq);
 
 	if (b && !b->rq_ts[RQ_INSERT])
 		b->rq_ts[RQ_INSERT] = bpf_ktime_get_ns();
@@ -1229,13 +1254,19 @@ static __always_inline __u64 virtio_hdr_gpa(struct request *rq)
 	}
 	if (base == DIRECT_MAP_NONE)
 		return 0;
-	hdr = (__u64)rq + bpf_core_type_size(struct request);
+	/*
+	 * The request's address as a number: on the tp_btf route rq is a typed
+	 * pointer, and the verifier refuses arithmetic on it with an unbounded
+	 * number; copied, it is a plain one.
+	 */
+	bpf_probe_read_kernel(&hdr, sizeof(hdr), &rq);
+	hdr += bpf_core_type_size(struct request);
 	return hdr > base ? hdr - base : 0;
 }
 
 static __always_inline void on_rq_issue(struct request *rq)
 {
-	struct iot_bio *b = rq_head(rq);
+	struct iot_bio *b = tp_rq_head(rq);
 	struct iot_disk *d;
 	__u32 dev;
 
@@ -1262,7 +1293,7 @@ static __always_inline void on_rq_issue(struct request *rq)
 
 static __always_inline void on_rq_flag(struct request *rq, __u32 flag)
 {
-	struct iot_bio *b = rq_head(rq);
+	struct iot_bio *b = tp_rq_head(rq);
 
 	if (b)
 		b->flags |= flag;
@@ -1339,7 +1370,7 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 	if (!acc)
 		return;
 	__builtin_memset(acc, 0, sizeof(*acc));
-	bio = BPF_CORE_READ(rq, bio);
+	bio = BPF_CORE_READ(rq, bio);	/* a key, passed to global functions: a scalar */
 	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
 		rq_gather_bio((__u64)bio);
 		bio = BPF_CORE_READ(bio, bi_next);
@@ -1614,7 +1645,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
 	__u32 pid = id >> 32, tid = (__u32)id;
-	__u8 opcode = BPF_CORE_READ(req, opcode);
+	__u8 opcode = TP_READ(req, opcode);
 	struct iot_thread *t;
 	struct iot_record *r;
 	struct io_ring_ctx *ring;
@@ -1623,6 +1654,8 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	__u16 op = uring_op(opcode, &rw);
 	__u64 cgid, rflags;
 
+	/* The key, not the pointer: a helper reading it scrubs its stack slot to a number. */
+	barrier_var(key);
 	if (op == IOT_OP_NONE || pid == self_pid)
 		return;
 	bpf_get_current_comm(comm, sizeof(comm));
@@ -1631,7 +1664,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		count(IOT_CNT_FILTERED);
 		return;
 	}
-	ring = BPF_CORE_READ(req, ctx);
+	ring = TP_READ(req, ctx);
 	if (uring_reap_on) {
 		__u64 rkey = (__u64)ring;
 
@@ -1657,11 +1690,11 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	r->cgroup_id = cgid;
 	r->sector = IOT_UNKNOWN_U64;
 	r->offset = IOT_UNKNOWN_U64;
-	r->user_data = BPF_CORE_READ(req, cqe.user_data);
+	r->user_data = TP_READ(req, cqe.user_data);
 	r->uring_ctx = (__u64)ring;
 	r->uring_req = key;
 	/* REQ_F_LINK and REQ_F_HARDLINK share IOSQE_IO_LINK's and IOSQE_IO_HARDLINK's bits. */
-	rflags = BPF_CORE_READ(req, flags);
+	rflags = TP_READ(req, flags);
 	if (rflags & (1u << 2 | 1u << 3))
 		r->flags |= IOT_F_URING_LINK;
 	if (rw) {
@@ -1714,6 +1747,7 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 		r->flags &= ~IOT_F_URING_INLINE;
 }
 
+/* The tracepoint gives req as a void * (6.x): no typed reads here. */
 static __always_inline void on_uring_complete(struct io_kiocb *req)
 {
 	__u64 key = (__u64)req, id = bpf_get_current_pid_tgid();
@@ -1801,9 +1835,12 @@ static __always_inline void on_uring_link(struct io_kiocb *req, struct io_kiocb 
 static __always_inline void on_dio_begin(struct kiocb *iocb)
 {
 	__u64 key = (__u64)iocb;
-	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	struct iot_record *r;
 	__u32 tid;
 
+	/* The key, not the pointer: a helper reading it scrubs its stack slot to a number. */
+	barrier_var(key);
+	r = bpf_map_lookup_elem(&urings, &key);
 	if (!r)
 		return;
 	tid = (__u32)bpf_get_current_pid_tgid();

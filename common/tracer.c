@@ -502,6 +502,7 @@ static int configure(struct tracer *t)
 	s->rodata->uring_reap_on = s->rodata->uring_on && o->uring_reap;
 	s->rodata->wb_on = !!(o->layers & (1u << IOT_LAYER_PAGECACHE));
 	s->rodata->ubuf_on = !!o->ubuf;
+	s->rodata->btf_args = t->use_btf;
 	return bpf_map__set_max_entries(s->maps.events, rb);
 }
 

@@ -165,6 +165,8 @@ def check_case(secs, label, fs_route, virtio_route, ring=False):
     check(layers["fs"]["route"].startswith(fs_route), "%s: fs route is %r" % (label, layers["fs"]["route"]))
     check(layers["virtio"]["route"].startswith(virtio_route),
           "%s: virtio route is %r" % (label, layers["virtio"]["route"]))
+    # 6.1 has kernel BTF: the tp_btf programs (typed reads the verifier must accept) are the ones loaded.
+    check(layers["block"]["route"].startswith("tp_btf"), "%s: block route is %r" % (label, layers["block"]["route"]))
     stats = [o for o in objs if o.get("type") == "stats"]
     check(stats and stats[-1]["lost"] == 0, "%s: loss or no stats: %s" % (label, stats))
     for disk, driver, _, _ in DISKS:

@@ -274,6 +274,11 @@ def case_uring(args):
     with loop_device() as (dev, _):
         pid, ops, recs, layers, stats = traced(args, "uring", dev, 16, want_stats=True)
     check_layers_on(layers, ["io_uring", "block"])
+    # With kernel BTF the tp_btf programs, whose typed reads the verifier must accept, are the ones
+    # loaded: a refusal would fall back to raw_tp quietly.
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        for l in ("io_uring", "block"):
+            check(layers[l]["route"].startswith("tp_btf"), "%s layer fell back to %s" % (l, layers[l]["route"]))
     io = [r for r in recs if r["kind"] == "io_uring"]
     same_requests(ops, io, "io_uring reads on %s" % dev)
     for r in io:
