@@ -438,6 +438,20 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		return;
 	}
 	c->st.qemu_submits++;
+	/*
+	 * The window slots and index buckets this submit writes are cold (a
+	 * profile put a sixth of the agent on the stalls): ask for them first.
+	 */
+	for (int i = 0; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++) {
+		struct qreq key = { .pid = e->pid, .gpa = e->reqs[i].gpa, .sector = e->reqs[i].sector,
+				    .op = vblk_op(e->reqs[i].type) };
+		struct qreq *slot = &c->q[(c->qnext + i) & (QR_MAX - 1)];
+
+		__builtin_prefetch(&c->qhead[IX_GPA][qbucket(c, &key, IX_GPA)], 1);
+		__builtin_prefetch(&c->qhead[IX_SECTOR][qbucket(c, &key, IX_SECTOR)], 1);
+		__builtin_prefetch(slot, 1);
+		__builtin_prefetch(&slot->nx, 1);
+	}
 	for (int i = 1; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++)
 		rest += e->reqs[i].qiov_size;
 	for (int i = 0; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++) {
