@@ -228,7 +228,7 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 					vm->other_drives = true;
 			} else if (pass == 0 && (!strcmp(p, "-hda") || !strcmp(p, "-hdb") ||
 						 !strcmp(p, "-hdc") || !strcmp(p, "-hdd") || !strcmp(p, "-cdrom") ||
-						 !strcmp(p, "-sd") || !strcmp(p, "-pflash") ||
+						 !strcmp(p, "-sd") || !strcmp(p, "-pflash") || !strcmp(p, "-snapshot") ||
 						 (!strcmp(p, "-drive") && vm->ndrives == QEMU_DRIVES_MAX))) {
 				vm->other_drives = true;
 			} else if (pass == 0 && !strcmp(p, "-drive") && vm->ndrives < QEMU_DRIVES_MAX) {
@@ -244,6 +244,9 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 				if (!opt_get(v, "cache", d->cache, sizeof(d->cache)))
 					snprintf(d->cache, sizeof(d->cache), "writeback");
 				opt_get(v, "serial", d->serial, sizeof(d->serial));
+				/* snapshot=on puts a temporary qcow2 overlay over the image. */
+				if (opt_get(v, "snapshot", val, sizeof(val)) && strcmp(val, "off"))
+					vm->other_drives = true;
 				if (opt_get(v, "if", val, sizeof(val)) && strcmp(val, "none"))
 					snprintf(d->device, sizeof(d->device), "%.*s", (int)sizeof(d->device) - 1, val);
 			} else if (pass == 0 && !strcmp(p, "-chardev") && vm->nserial < QEMU_SERIALS_MAX &&

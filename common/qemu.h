@@ -35,7 +35,8 @@ struct qemu_vm {
 	char serial_socket[QEMU_SERIALS_MAX][108];	/* unix sockets of its chardevs */
 	int ndrives;
 	struct qemu_drive drives[QEMU_DRIVES_MAX];
-	bool other_drives;	/* drives not described in drives[] (-blockdev other than null-co, -hda, too many) */
+	bool other_drives;	/* drives not described in drives[] (-blockdev other than null-co, -hda,
+				 * snapshot overlays, too many) */
 };
 
 /* Is pid a running qemu-system-* (or qemu-kvm)? */

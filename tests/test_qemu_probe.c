@@ -52,12 +52,43 @@ static void expect(const struct qemu_probe *p, int n, const char *func, bool fou
 	      q->stepped, found, off, stepped);
 }
 
+static struct qemu_drive drive(const char *format, bool given, const char *aio)
+{
+	struct qemu_drive d = { .format_given = given };
+
+	snprintf(d.format, sizeof(d.format), "%s", format);
+	snprintf(d.aio, sizeof(d.aio), "%s", aio);
+	return d;
+}
+
+/* Which VMs keep their backend calls probed: any drive not a raw image under threads or io_uring. */
+static void test_needs_backend(void)
+{
+	struct qemu_vm vm = { .ndrives = 2 };
+
+	vm.drives[0] = drive("raw", true, "threads");
+	vm.drives[1] = drive("raw", true, "io_uring");
+	CHECK(!qemu_vm_needs_backend(&vm), "raw images under threads and io_uring need backend probes");
+	vm.drives[1] = drive("qcow2", true, "io_uring");
+	CHECK(qemu_vm_needs_backend(&vm), "a qcow2 image does not");
+	vm.drives[1] = drive("raw", true, "native");
+	CHECK(qemu_vm_needs_backend(&vm), "aio=native does not");
+	vm.drives[1] = drive("raw", false, "io_uring");
+	CHECK(qemu_vm_needs_backend(&vm), "a format left to QEMU's probe does not");
+	vm.drives[1] = drive("raw", true, "io_uring");
+	vm.other_drives = true;
+	CHECK(qemu_vm_needs_backend(&vm), "a -blockdev node iotracer does not read does not");
+	vm = (struct qemu_vm){ 0 };
+	CHECK(!qemu_vm_needs_backend(&vm), "a VM without drives needs backend probes");
+}
+
 int main(void)
 {
 	struct qemu_probe p[16];
 	char ver[32];
 	int n;
 
+	test_needs_backend();
 	/* This executable: each kind of lead. */
 	n = qemu_probe_plan("/proc/self/exe", p, 16);
 	CHECK(n > 0, "plan of /proc/self/exe: %d", n);
