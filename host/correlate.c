@@ -42,6 +42,7 @@
 #define UNRESOLVED_MAX 1024		/* native backend calls whose disk sector is not known yet */
 #define PENDING_HOST_MAX 1024		/* host records that came before their backend call was read */
 #define IMAGES_MAX 64			/* files QEMU's backend calls were seen on */
+#define LEAN_VMS_MAX 64			/* QEMUs traced without backend probes (the host agent's VMs) */
 #define NO_IDX (-1)
 
 /* VIRTIO_BLK_T_* */
@@ -228,7 +229,7 @@ struct corr {
 	struct pairs drives;
 	/* Lean QEMUs: which image file each drive's I/O was seen on (checks its flushes). */
 	struct pairs drive_files;
-	uint32_t lean_pids[IMAGES_MAX];
+	uint32_t lean_pids[LEAN_VMS_MAX];	/* QEMUs traced without backend probes (corr_vm_lean()) */
 	int nlean_pids;
 };
 
@@ -255,10 +256,10 @@ static uint32_t qbucket(const struct corr *c, const struct qreq *q, int ix)
 	}
 }
 
-static void qlink(struct corr *c, int32_t i, int ix)
+static void qlink(struct corr *c, int32_t i, int ix, uint32_t bucket)
 {
 	struct qreq *q = &c->q[i];
-	struct qlink *head = &c->qhead[ix][qbucket(c, q, ix)];
+	struct qlink *head = &c->qhead[ix][bucket];
 
 	q->nx[ix] = head->i;
 	q->nxgen[ix] = head->gen;
@@ -419,17 +420,21 @@ static bool is_lean(const struct corr *c, uint32_t pid)
 	return false;
 }
 
-static void note_lean(struct corr *c, uint32_t pid)
+void corr_vm_lean(struct corr *c, uint32_t pid, bool lean)
 {
-	if (is_lean(c, pid))
-		return;
-	if (c->nlean_pids == IMAGES_MAX)
-		c->nlean_pids = 0;	/* forget the oldest (a restarted VM is a new pid): only waits less */
-	c->lean_pids[c->nlean_pids++] = pid;
+	for (int i = 0; i < c->nlean_pids; i++)
+		if (c->lean_pids[i] == pid) {
+			if (!lean)
+				c->lean_pids[i] = c->lean_pids[--c->nlean_pids];
+			return;
+		}
+	if (lean && c->nlean_pids < LEAN_VMS_MAX)
+		c->lean_pids[c->nlean_pids++] = pid;
 }
 
 static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 {
+	uint32_t bucket[IOT_QEMU_CHAIN_MAX][IX_BUF];
 	int32_t first = NO_IDX;
 	uint64_t rest = 0;
 
@@ -447,8 +452,10 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 				    .op = vblk_op(e->reqs[i].type) };
 		struct qreq *slot = &c->q[(c->qnext + i) & (QR_MAX - 1)];
 
-		__builtin_prefetch(&c->qhead[IX_GPA][qbucket(c, &key, IX_GPA)], 1);
-		__builtin_prefetch(&c->qhead[IX_SECTOR][qbucket(c, &key, IX_SECTOR)], 1);
+		for (int ix = 0; ix < IX_BUF; ix++) {
+			bucket[i][ix] = qbucket(c, &key, ix);
+			__builtin_prefetch(&c->qhead[ix][bucket[i][ix]], 1);
+		}
 		__builtin_prefetch(slot, 1);
 		__builtin_prefetch(&slot->nx, 1);
 	}
@@ -487,16 +494,14 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		q->group = first;
 		q->group_gen = c->q[first].gen;
 		for (int ix = 0; ix < IX_BUF; ix++)
-			qlink(c, k, ix);
+			qlink(c, k, ix, bucket[i][ix]);
 		/* The submit's I/O starts with its first request's buffers. */
 		if (i == 0 && q->lean && e->buf && q->op != IOT_OP_FLUSH) {
 			q->buf = e->buf;
-			qlink(c, k, IX_BUF);
+			qlink(c, k, IX_BUF, qbucket(c, q, IX_BUF));
 		}
 		c->st.qemu_reqs++;
 	}
-	if (e->flags & IOT_QF_NO_BACKEND)
-		note_lean(c, e->pid);
 }
 
 static struct fdent *fd_info(struct corr *c, uint32_t pid, int fd)
@@ -599,6 +604,18 @@ static int32_t back_alloc(struct corr *c)
 	return bi;
 }
 
+/* Hangs backend call bi on the submit whose first request is qi (which has room for it). */
+static void back_hang(struct corr *c, int32_t bi, int32_t qi)
+{
+	struct qreq *g = &c->q[qi];
+	struct back *b = &c->b[bi];
+
+	b->q = qi;
+	b->qgen = g->gen;
+	g->back[g->nback] = bi;
+	g->back_gen[g->nback++] = b->gen;
+}
+
 static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 {
 	int32_t qi, bi, named = NO_IDX, by_iov = NO_IDX;
@@ -686,10 +703,7 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 			}
 		}
 	}
-	b->q = qi;
-	b->qgen = g->gen;
-	g->back[g->nback] = bi;
-	g->back_gen[g->nback++] = b->gen;
+	back_hang(c, bi, qi);
 	if (b->kind != IOT_QB_NATIVE || b->host_sector != IOT_UNKNOWN_U64 || b->op == IOT_OP_FSYNC)
 		blink(c, bi);
 }
@@ -766,8 +780,8 @@ static bool lean_candidate(const struct corr *c, const struct iot_record *r)
 	if (r->kind != IOT_KIND_SYSCALL && r->kind != IOT_KIND_URING)
 		return false;
 	if (r->op == IOT_OP_FSYNC)
-		return c->nlean_pids && is_lean(c, r->pid);
-	return r->ubuf && (r->op == IOT_OP_READ || r->op == IOT_OP_WRITE) && c->nlean_pids && is_lean(c, r->pid);
+		return is_lean(c, r->pid);
+	return r->ubuf && (r->op == IOT_OP_READ || r->op == IOT_OP_WRITE) && is_lean(c, r->pid);
 }
 
 static bool try_link(struct corr *c, const struct iot_record *r)
@@ -858,12 +872,9 @@ static void lean_attach(struct corr *c, int32_t qi, const struct iot_record *r, 
 	b->host_sector = IOT_UNKNOWN_U64;
 	b->fd = -1;
 	b->link = how;
-	b->q = qi;
-	b->qgen = g->gen;
 	b->linked = true;
 	hio_fill(&b->h, r);
-	g->back[g->nback] = bi;
-	g->back_gen[g->nback++] = b->gen;
+	back_hang(c, bi, qi);
 	note_image(c, r->pid, r->inode);
 	if (g->blk && r->inode)
 		pairs_set(&c->drive_files, r->pid, g->blk, r->inode);

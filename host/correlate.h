@@ -76,6 +76,11 @@ struct corr;
 struct corr *corr_new(const struct corr_opts *o);
 void corr_free(struct corr *c);
 void corr_qemu_event(struct corr *c, const struct iot_qemu_event *e);
+/*
+ * QEMU process pid is traced without backend probes (lean) or no longer: its
+ * host I/O is tied to its requests directly (qemu_vm_needs_backend()).
+ */
+void corr_vm_lean(struct corr *c, uint32_t pid, bool lean);
 /* A host kernel record of a traced QEMU process. */
 void corr_host_record(struct corr *c, const struct iot_record *r);
 /*

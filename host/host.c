@@ -275,6 +275,8 @@ static int vm_add(struct host *h, int pid)
 		qemu_tracer__del_pid(v->qt, pid);
 		goto refuse;
 	}
+	if (h->corr)
+		corr_vm_lean(h->corr, pid, !v->backend);
 	/* libbpf's parse of the kernel BTF for the load is done: give that memory back. */
 	malloc_trim(0);
 	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s; %s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
@@ -297,6 +299,8 @@ static void vm_gone(struct host *h, int i)
 	if (!v->refused) {
 		qemu_tracer__del_pid(v->qt, v->vm.pid);
 		tracer__del_pid(h->kt, v->vm.pid);
+		if (h->corr)
+			corr_vm_lean(h->corr, v->vm.pid, false);
 		logf_("qemu pid %d%s%s exited", v->vm.pid, v->vm.name[0] ? " " : "", v->vm.name);
 	}
 	vm_event(h, v, "gone", NULL);

@@ -256,6 +256,7 @@ static void test_lean(void)
 
 	if (!c)
 		return;
+	corr_vm_lean(c, VM, true);
 	lean_submit(c, t + 10 * US, IOT_OP_READ, 0x8000, 200, 30, b1);		/* A */
 	lean_submit(c, t + 100 * US, IOT_OP_READ, 0x8100, 208, 31, b1);		/* C: A's buffers again */
 	host_io(c, t + 105 * US, IOT_OP_READ, 300 * 512, b1);			/* another offset: no one's */
