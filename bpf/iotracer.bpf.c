@@ -737,13 +737,16 @@ static __always_inline void sys_exit(long ret)
 	t->seq = 0;
 }
 
-/* buf: 0 none, 1 args[1] is the buffer, 2 args[1] is an iovec array. */
+/* What args[1] of a call is: */
+#define BUF_NONE 0	/* not a data buffer */
+#define BUF_FLAT 1	/* the buffer */
+#define BUF_IOV 2	/* an iovec array */
 #define SYS_TP_B(name, sys, op, fdarg, posarg, lenarg, hasfd, buf)			\
 SEC("tracepoint/syscalls/sys_enter_" #name)						\
 int sys_enter_##name(struct trace_event_raw_sys_enter *ctx)				\
 {											\
 	sys_enter(sys, op, (long)ctx->args[fdarg], posarg, lenarg, hasfd,		\
-		  (buf) ? ctx->args[1] : 0, (buf) == 2);				\
+		  (buf) != BUF_NONE ? ctx->args[1] : 0, (buf) == BUF_IOV);		\
 	return 0;									\
 }											\
 SEC("tracepoint/syscalls/sys_exit_" #name)						\
@@ -753,18 +756,18 @@ int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)				\
 	return 0;									\
 }
 
-#define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd) SYS_TP_B(name, sys, op, fdarg, posarg, lenarg, hasfd, 0)
+#define SYS_TP(name, sys, op, fdarg, posarg, lenarg, hasfd) SYS_TP_B(name, sys, op, fdarg, posarg, lenarg, hasfd, BUF_NONE)
 #define POS_F IOT_UNKNOWN_U64	/* position comes from the file */
-SYS_TP_B(read, IOT_SYS_READ, IOT_OP_READ, 0, POS_F, ctx->args[2], true, 1)
-SYS_TP_B(write, IOT_SYS_WRITE, IOT_OP_WRITE, 0, POS_F, ctx->args[2], true, 1)
-SYS_TP_B(pread64, IOT_SYS_PREAD64, IOT_OP_READ, 0, ctx->args[3], ctx->args[2], true, 1)
-SYS_TP_B(pwrite64, IOT_SYS_PWRITE64, IOT_OP_WRITE, 0, ctx->args[3], ctx->args[2], true, 1)
-SYS_TP_B(readv, IOT_SYS_READV, IOT_OP_READ, 0, POS_F, 0, true, 2)
-SYS_TP_B(writev, IOT_SYS_WRITEV, IOT_OP_WRITE, 0, POS_F, 0, true, 2)
-SYS_TP_B(preadv, IOT_SYS_PREADV, IOT_OP_READ, 0, ctx->args[3], 0, true, 2)
-SYS_TP_B(pwritev, IOT_SYS_PWRITEV, IOT_OP_WRITE, 0, ctx->args[3], 0, true, 2)
-SYS_TP_B(preadv2, IOT_SYS_PREADV2, IOT_OP_READ, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, 2)
-SYS_TP_B(pwritev2, IOT_SYS_PWRITEV2, IOT_OP_WRITE, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, 2)
+SYS_TP_B(read, IOT_SYS_READ, IOT_OP_READ, 0, POS_F, ctx->args[2], true, BUF_FLAT)
+SYS_TP_B(write, IOT_SYS_WRITE, IOT_OP_WRITE, 0, POS_F, ctx->args[2], true, BUF_FLAT)
+SYS_TP_B(pread64, IOT_SYS_PREAD64, IOT_OP_READ, 0, ctx->args[3], ctx->args[2], true, BUF_FLAT)
+SYS_TP_B(pwrite64, IOT_SYS_PWRITE64, IOT_OP_WRITE, 0, ctx->args[3], ctx->args[2], true, BUF_FLAT)
+SYS_TP_B(readv, IOT_SYS_READV, IOT_OP_READ, 0, POS_F, 0, true, BUF_IOV)
+SYS_TP_B(writev, IOT_SYS_WRITEV, IOT_OP_WRITE, 0, POS_F, 0, true, BUF_IOV)
+SYS_TP_B(preadv, IOT_SYS_PREADV, IOT_OP_READ, 0, ctx->args[3], 0, true, BUF_IOV)
+SYS_TP_B(pwritev, IOT_SYS_PWRITEV, IOT_OP_WRITE, 0, ctx->args[3], 0, true, BUF_IOV)
+SYS_TP_B(preadv2, IOT_SYS_PREADV2, IOT_OP_READ, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, BUF_IOV)
+SYS_TP_B(pwritev2, IOT_SYS_PWRITEV2, IOT_OP_WRITE, 0, ((long)ctx->args[3] == -1 ? POS_F : ctx->args[3]), 0, true, BUF_IOV)
 SYS_TP(fsync, IOT_SYS_FSYNC, IOT_OP_FSYNC, 0, 0, 0, true)
 SYS_TP(fdatasync, IOT_SYS_FDATASYNC, IOT_OP_FSYNC, 0, 0, 0, true)
 SYS_TP(sync_file_range, IOT_SYS_SYNC_FILE_RANGE, IOT_OP_FSYNC, 0, ctx->args[1], ctx->args[2], true)
@@ -1598,6 +1601,12 @@ static __always_inline __u16 uring_op(__u8 opcode, bool *ret_rw)
 	}
 }
 
+/* IORING_OP_READV, IORING_OP_WRITEV: the request points at iovecs, and its len counts them. */
+static __always_inline bool uring_vectored(__u8 opcode)
+{
+	return opcode == 1 || opcode == 2;
+}
+
 /*
  * The program reaps CQEs by moving the CQ head in shared memory, which no
  * hook sees; the head is read whenever the ring is touched (submit,
@@ -1702,11 +1711,10 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		struct io_rw *io = (struct io_rw *)req;
 
 		r->offset = BPF_CORE_READ(io, kiocb.ki_pos);
-		/* READV and WRITEV give the number of iovecs here: their bytes are known at completion. */
-		r->len = opcode == 1 || opcode == 2 ? 0 : BPF_CORE_READ(io, len);
-		/* READV and WRITEV point at iovecs, the others at the buffer itself. */
+		/* A vectored request's bytes are known at completion. */
+		r->len = uring_vectored(opcode) ? 0 : BPF_CORE_READ(io, len);
 		if (ubuf_on)
-			r->ubuf = first_buf(BPF_CORE_READ(io, addr), opcode == 1 || opcode == 2);
+			r->ubuf = first_buf(BPF_CORE_READ(io, addr), uring_vectored(opcode));
 	}
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
 	t = thread_active(tid);
@@ -1771,7 +1779,7 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 	}
 	res = BPF_CORE_READ(req, cqe.res);
 	r->result = res;
-	if (!r->len && res > 0 && (r->uring_opcode == 1 || r->uring_opcode == 2))
+	if (!r->len && res > 0 && uring_vectored(r->uring_opcode))
 		r->len = res;
 	if (!r->inode) {
 		struct file *f = BPF_CORE_READ(req, file);
