@@ -120,9 +120,10 @@ static __always_inline __u8 traced(__u32 *ret_pid, __u32 *ret_tid)
 	return v ? *v | QPID_TRACED : 0;
 }
 
-/* A VirtIOBlockReq's first L.req_read bytes, copied in one read. */
+/* A VirtIOBlockReq's first L.req_read bytes and usually the arrays after it, copied in one read. */
+#define REQ_COPY_MAX (IOT_QEMU_REQ_READ_MAX + IOT_QEMU_REQ_TAIL)
 struct req_bytes {
-	__u8 b[IOT_QEMU_REQ_READ_MAX];
+	__u8 b[REQ_COPY_MAX];
 };
 
 struct {
@@ -159,11 +160,21 @@ struct {
 	__type(value, struct iot_qemu_event);
 } scratch SEC(".maps");
 
+/* The u64 at user address addr: from the copy of n bytes at base when it holds it, else read. */
+static __always_inline __u64 copied_u64(const __u8 *b, __u32 n, __u64 base, __u64 addr)
+{
+	__u64 off = addr - base;
+
+	if (addr >= base && off <= REQ_COPY_MAX - 8 && off + 8 <= n)
+		return get_u64(b, REQ_COPY_MAX, off);
+	return read_u64(addr);
+}
+
 static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque)
 {
 	struct iot_qemu_event *e;
 	struct cur_submit cur;
-	__u32 pid, tid, zero = 0, read_len = L.req_read;
+	__u32 pid, tid, zero = 0, read_len = L.req_read, copied = 0;
 	__u64 req = opaque, sector_num = 0, size;
 	struct req_bytes *rb;
 	__u8 how = traced(&pid, &tid);
@@ -205,11 +216,16 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		 * a read each cost 40 ns. A failed copy leaves zeros, which end the
 		 * chain and fail the layout check below (counted by user space).
 		 */
-		bpf_probe_read_user(rb->b, read_len, (void *)req);
+		/* The arrays may end within the tail's reach of an unmapped page: then the request alone. */
+		copied = read_len + IOT_QEMU_REQ_TAIL;
+		if (bpf_probe_read_user(rb->b, read_len + IOT_QEMU_REQ_TAIL, (void *)req)) {
+			copied = read_len;
+			bpf_probe_read_user(rb->b, read_len, (void *)req);
+		}
 		q->req = req;
 		q->head = get_u32(rb->b, IOT_QEMU_REQ_READ_MAX, L.elem_index);
 		out_addr = get_u64(rb->b, IOT_QEMU_REQ_READ_MAX, L.elem_out_addr);
-		q->gpa = out_addr ? read_u64(out_addr) : 0;
+		q->gpa = out_addr ? copied_u64(rb->b, copied, req, out_addr) : 0;
 		q->type = get_u32(rb->b, IOT_QEMU_REQ_READ_MAX, L.req_out_type);
 		q->sector = get_u64(rb->b, IOT_QEMU_REQ_READ_MAX, L.req_out_sector);
 		q->qiov_size = get_u64(rb->b, IOT_QEMU_REQ_READ_MAX, L.req_qiov + L.qiov_size);
@@ -247,8 +263,9 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	}
 	if (how & QPID_NO_BACKEND) {
 		e->flags |= IOT_QF_NO_BACKEND;
+		/* iov[0].iov_base; the copy holds the last request of a chain, the iovecs are the first's. */
 		if (e->iov)
-			e->buf = read_u64(e->iov);	/* iov[0].iov_base */
+			e->buf = e->nreqs == 1 ? copied_u64(rb->b, copied, opaque, e->iov) : read_u64(e->iov);
 	}
 	count(IOT_QCNT_SUBMITS);
 	/* Most submits carry one request: 112 bytes instead of the 712 of a full chain. */

@@ -41,6 +41,13 @@ struct iot_qemu_layout {
 };
 
 #define IOT_QEMU_REQ_READ_MAX 256
+/*
+ * The submit probe copies this much more of a request where it can: QEMU
+ * allocates the element's address and iovec arrays right after the
+ * VirtIOBlockReq (virtqueue_alloc_element()), so the copy usually holds the
+ * header's guest address and the first data buffer too, two reads fewer.
+ */
+#define IOT_QEMU_REQ_TAIL 128
 #define IOT_QEMU_HEAD_READ_MAX 64	/* of a QEMUIOVector or a RawPosixAIOData */
 
 enum iot_qemu_ev {
