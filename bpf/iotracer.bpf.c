@@ -53,6 +53,9 @@ const volatile __u8 uring_reap_on = 0;		/* emit IOT_KIND_URING_REAP when a CQ he
 const volatile __u8 wb_on = 0;			/* pagecache layer: writeback attribution */
 const volatile __u8 vq_key_on = 0;		/* virtio: note each request's virtio header GPA */
 const volatile __u8 ubuf_on = 0;		/* fill iot_record.ubuf */
+const volatile __u8 compact_on = 0;		/* records go out as struct iot_crec */
+const volatile __u8 uring_cqe_abi = IOT_UCQE_REQ;	/* where io_uring_complete has the result */
+const volatile __u8 uring_enter_on = 1;		/* io_uring_enter's entry is hooked: stamp it on requests */
 /*
  * The tracepoint programs are the tp_btf ones (tracer.c picks one route for
  * all): their arguments are typed kernel pointers, read with plain loads
@@ -437,6 +440,56 @@ static __always_inline void khist_record(const struct iot_record *r, __u64 first
 		khist_add(IOT_SEG_OFFCPU, r->offcpu_ns);
 }
 
+/* The stamp in slot i of a compact record, if r has it. */
+static __always_inline void crec_stamp(struct iot_crec *c, int i, const struct iot_record *r, int ts)
+{
+	if (ts >= 0 && ts < IOT_TS_MAX && r->ts[ts]) {
+		c->ts[i] = r->ts[ts];
+		c->ts_slot[i] = ts;
+	} else {
+		c->ts[i] = 0;
+		c->ts_slot[i] = IOT_TS_MAX;
+	}
+}
+
+/* Write r to the ring buffer in its compact form (struct iot_crec), filled in place. */
+static __always_inline int emit_compact(const struct iot_record *r, __u64 flags)
+{
+	struct iot_crec *c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
+	int first = -1, last = -1;
+
+	if (!c)
+		return -1;
+	for (int i = 0; i < IOT_TS_MAX; i++) {
+		if (r->ts[i]) {
+			if (first < 0)
+				first = i;
+			last = i;
+		}
+	}
+	crec_stamp(c, 0, r, first);
+	crec_stamp(c, 1, r, last);
+	crec_stamp(c, 2, r, IOT_TS_RQ_ISSUE);
+	crec_stamp(c, 3, r, r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
+	c->inode = r->inode;
+	c->offset = r->offset;
+	c->sector = r->sector;
+	c->ubuf = r->ubuf;
+	c->result = r->result;
+	c->pid = r->pid;
+	c->tid = r->tid;
+	c->dev = r->dev;
+	c->len = r->len;
+	c->flags = r->flags;
+	c->kind = r->kind;
+	c->op = r->op;
+	c->syscall = r->syscall;
+	c->uring_opcode = r->uring_opcode;
+	c->pad = 0;
+	bpf_ringbuf_submit(c, flags);
+	return 0;
+}
+
 static __always_inline void emit(struct iot_record *r)
 {
 	__u64 flags, first = 0, last = 0;
@@ -459,7 +512,7 @@ static __always_inline void emit(struct iot_record *r)
 	/* Wake the reader only once a batch is waiting: a wakeup per record costs more than the record. */
 	flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&events, r, sizeof(*r), flags))
+	if (compact_on ? emit_compact(r, flags) : bpf_ringbuf_output(&events, r, sizeof(*r), flags))
 		count(IOT_CNT_LOST);
 	else
 		count(IOT_CNT_EMITTED);
@@ -1717,7 +1770,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 			r->ubuf = first_buf(BPF_CORE_READ(io, addr), uring_vectored(opcode));
 	}
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
-	t = thread_active(tid);
+	t = uring_enter_on ? thread_active(tid) : NULL;
 	if (t)
 		r->ts[IOT_TS_SYSCALL_ENTER] = t->rec.ts[IOT_TS_SYSCALL_ENTER];
 	r->ts[IOT_TS_URING_SUBMIT] = bpf_ktime_get_ns();
@@ -1755,20 +1808,26 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 		r->flags &= ~IOT_F_URING_INLINE;
 }
 
-/* The tracepoint gives req as a void * (6.x): no typed reads here. */
-static __always_inline void on_uring_complete(struct io_kiocb *req)
+/*
+ * The tracepoint gives req as a void * (6.x): no typed reads of it. Its
+ * result comes from the arguments where they hold it (uring_cqe_abi), and
+ * the file from dio_begin's typed read where direct I/O ran.
+ */
+static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned long long *args)
 {
 	__u64 key = (__u64)req, id = bpf_get_current_pid_tgid();
 	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
-	struct io_ring_ctx *ring;
+	struct io_ring_ctx *ring = NULL;
 	__s32 res;
 
 	if (!r)
 		return;
 	r->ts[IOT_TS_URING_COMPLETE] = bpf_ktime_get_ns();
-	ring = BPF_CORE_READ(req, ctx);
-	/* The CQE is in the ring by now (6.x fills it before the tracepoint): reaped once the head passes. */
-	r->cqe_seq = BPF_CORE_READ(ring, cached_cq_tail);
+	if (uring_reap_on) {
+		ring = BPF_CORE_READ(req, ctx);
+		/* The CQE is in the ring by now (6.x fills it before the tracepoint): reaped once the head passes. */
+		r->cqe_seq = BPF_CORE_READ(ring, cached_cq_tail);
+	}
 	/* Posted by an io-wq worker of the process: the worker ran the request. */
 	if ((__u32)id != r->tid && r->actor_tid == r->tid) {
 		char c[8];
@@ -1777,15 +1836,29 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 		if (c[0] == 'i' && c[1] == 'o' && c[2] == 'u' && c[3] == '-' && c[4] == 'w')
 			r->actor_tid = (__u32)id;
 	}
-	res = BPF_CORE_READ(req, cqe.res);
+	/*
+	 * Each argument is loaded only in its branch: the verifier refuses an
+	 * access beyond a tracepoint's arguments even where it is never used.
+	 */
+	if (uring_cqe_abi == IOT_UCQE_ARGS) {
+		res = (__s32)args[3];
+	} else if (uring_cqe_abi == IOT_UCQE_PTR) {
+		struct io_uring_cqe *cqe = (struct io_uring_cqe *)args[2];
+
+		res = TP_READ(cqe, res);
+	} else {
+		res = BPF_CORE_READ(req, cqe.res);
+	}
 	r->result = res;
 	if (!r->len && res > 0 && uring_vectored(r->uring_opcode))
 		r->len = res;
-	if (!r->inode) {
+	/* Direct I/O has both by now: the inode from dio_begin, the disk from its bios. */
+	if (!r->inode || !r->dev) {
 		struct file *f = BPF_CORE_READ(req, file);
 
 		if (f) {
-			r->inode = BPF_CORE_READ(f, f_inode, i_ino);
+			if (!r->inode)
+				r->inode = BPF_CORE_READ(f, f_inode, i_ino);
 			if (!r->dev)
 				r->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
 		}
@@ -1812,7 +1885,8 @@ static __always_inline void on_uring_complete(struct io_kiocb *req)
 	}
 	emit(r);
 	bpf_map_delete_elem(&urings, &key);
-	uring_observe(ring);
+	if (ring)
+		uring_observe(ring);
 }
 
 /* A request linked after another (IOSQE_IO_LINK): it runs once that one completes. */
@@ -1859,6 +1933,9 @@ static __always_inline void on_dio_begin(struct kiocb *iocb)
 	/* The file system's entry; the fs program on this tracepoint may have run before the link. */
 	if (!r->ts[IOT_TS_FS])
 		r->ts[IOT_TS_FS] = bpf_ktime_get_ns();
+	/* The file, with typed loads here: the completion would read it with four probe reads. */
+	if (!r->inode)
+		r->inode = TP_READ(iocb, ki_filp, f_inode, i_ino);
 }
 
 TP2_NN(io_uring_submit_req, req, on_uring_submit(req), struct io_kiocb *req)
@@ -1867,7 +1944,7 @@ TP2_NN(io_uring_submit_sqe, req, on_uring_submit(req), struct io_kiocb *req)
 TP2_NN(io_uring_queue_async_work, req, uring_stamp(req, IOT_TS_URING_ASYNC, IOT_F_URING_PUNTED), struct io_kiocb *req)
 TP2_NN(io_uring_poll_arm, req, uring_stamp(req, IOT_TS_URING_POLL, IOT_F_URING_POLLED), struct io_kiocb *req)
 TP2_NN(io_uring_task_add, req, uring_stamp(req, IOT_TS_URING_TASKWORK, 0), struct io_kiocb *req)
-TP2_NN(io_uring_complete, req, on_uring_complete(req), void *ring, struct io_kiocb *req)
+TP2_NN(io_uring_complete, req, on_uring_complete(req, ctx), void *ring, struct io_kiocb *req)
 TP2_NN(io_uring_link, req, on_uring_link(req, target), struct io_kiocb *req, struct io_kiocb *target)
 /*
  * A thread about to wait for CQEs is done issuing what it submitted: block

@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include "tracer.h"
 #include "disks.h"
@@ -321,6 +322,38 @@ static void virtio_key(struct tracer *t)
 #endif
 }
 
+/*
+ * Where io_uring_complete passes the request's result, read from the
+ * tracepoint's prototype in the kernel's BTF: (ctx, req, user_data, res,
+ * cflags, extra1, extra2) up to 6.3, (ctx, req, cqe) since. Unknown, the
+ * BPF side reads it from the request, as it did before.
+ */
+static enum iot_uring_cqe_abi uring_cqe_abi(void)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	enum iot_uring_cqe_abi abi = IOT_UCQE_REQ;
+	const struct btf_type *tt;
+	const struct btf_param *p;
+	int id;
+
+	if (!btf)
+		return abi;
+	id = btf__find_by_name_kind(btf, "btf_trace_io_uring_complete", BTF_KIND_TYPEDEF);
+	tt = id > 0 ? btf__type_by_id(btf, id) : NULL;
+	tt = tt ? btf__type_by_id(btf, tt->type) : NULL;		/* the pointer */
+	tt = tt && btf_is_ptr(tt) ? btf__type_by_id(btf, tt->type) : NULL;	/* the prototype */
+	if (tt && btf_is_func_proto(tt)) {
+		/* The first parameter is the tracepoint's own data pointer. */
+		p = btf_params(tt);
+		if (btf_vlen(tt) == 8)
+			abi = IOT_UCQE_ARGS;
+		else if (btf_vlen(tt) == 4 && btf_is_ptr(btf__type_by_id(btf, p[3].type)))
+			abi = IOT_UCQE_PTR;
+	}
+	btf__free(btf);
+	return abi;
+}
+
 /* Decide a route for every layer and enable its programs. */
 static void choose_routes(struct tracer *t)
 {
@@ -502,7 +535,11 @@ static int configure(struct tracer *t)
 	s->rodata->uring_reap_on = s->rodata->uring_on && o->uring_reap;
 	s->rodata->wb_on = !!(o->layers & (1u << IOT_LAYER_PAGECACHE));
 	s->rodata->ubuf_on = !!o->ubuf;
+	s->rodata->compact_on = !!o->compact;
 	s->rodata->btf_args = t->use_btf;
+	if (s->rodata->uring_on)
+		s->rodata->uring_cqe_abi = uring_cqe_abi();
+	s->rodata->uring_enter_on = !o->uring_enter_exit_only;
 	return bpf_map__set_max_entries(s->maps.events, rb);
 }
 
@@ -629,10 +666,43 @@ int tracer__load(struct tracer *t)
 	return 0;
 }
 
+_Static_assert(sizeof(struct iot_crec) == 104 && sizeof(struct iot_crec) < sizeof(struct iot_record),
+	       "a compact record is told apart by its size");
+
+/* A compact record back in full: the stamps and fields it carries, every other one 0. */
+static void crec_expand(struct iot_record *r, const struct iot_crec *c)
+{
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < IOT_CREC_TS; i++)
+		if (c->ts_slot[i] < IOT_TS_MAX)
+			r->ts[c->ts_slot[i]] = c->ts[i];
+	r->inode = c->inode;
+	r->offset = c->offset;
+	r->sector = c->sector;
+	r->ubuf = c->ubuf;
+	r->result = c->result;
+	r->pid = c->pid;
+	r->tid = c->tid;
+	r->actor_tid = c->tid;
+	r->dev = c->dev;
+	r->len = c->len;
+	r->flags = c->flags;
+	r->kind = c->kind;
+	r->op = c->op;
+	r->syscall = c->syscall;
+	r->uring_opcode = c->uring_opcode;
+}
+
 static int on_sample(void *ctx, void *data, size_t size)
 {
 	struct tracer *t = ctx;
+	struct iot_record r;
 
+	if (size == sizeof(struct iot_crec)) {
+		crec_expand(&r, data);
+		t->opts.on_record(t->opts.ctx, &r);
+		return 0;
+	}
 	if (size < sizeof(struct iot_record))
 		return 0;
 	t->opts.on_record(t->opts.ctx, data);

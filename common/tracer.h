@@ -64,8 +64,14 @@ struct tracer_opts {
 	 * counts. Two program runs per call become one small one.
 	 */
 	int uring_enter_exit_only;
+	/*
+	 * Records cross the ring buffer in their compact form (struct
+	 * iot_crec): on_record gets only the stamps and fields it carries, the
+	 * rest 0. For a consumer that reads no more than that (host mode's join).
+	 */
+	int compact;
 };
-#define tracer_opts__last_field uring_enter_exit_only
+#define tracer_opts__last_field compact
 
 enum layer_state {
 	LAYER_OFF,		/* not asked for */

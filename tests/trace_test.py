@@ -405,6 +405,7 @@ def case_virtio_direct(args):
     path = os.path.join(tmp, "data")
     try:
         run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=4", "oflag=direct", "conv=fsync"])
+        ino = os.stat(path).st_ino
         pid, ops, recs, layers = traced(args, "direct", path, 8)
         # Requests in flight together (4 at a time), and the other kinds a request can end up in.
         _, aio_ops, aio_recs, _ = traced(args, "aio", path, 16)
@@ -430,6 +431,9 @@ def case_virtio_direct(args):
           "the test of distinct keys proved nothing")
     uring = [r for r in uring_recs if r["kind"] == "io_uring"]
     same_requests(uring_ops, uring, "io_uring on virtio disk %s" % dev)
+    # Direct I/O names its file where it starts (iomap_dio_rw_begin), the disk by its bios, the result by its CQE.
+    for r in uring:
+        check(r["inode"] == ino and r["dev"] == dev and r["result"] == r["len"], "bad io_uring record: %s" % r)
     check_vq_keys(uring, ranges, ram, "io_uring")
     wb = [r for r in wb_recs if r["kind"] == "bio" and r["attribution"] == "writeback-dirtier" and r["dev"] == dev]
     check(wb, "no writeback of the dirty file attributed on %s: %s" % (dev, [(r["kind"], r["attribution"])
