@@ -469,8 +469,9 @@ static __always_inline int emit_compact(const struct iot_record *r, __u64 flags)
 	}
 	crec_stamp(c, 0, r, first);
 	crec_stamp(c, 1, r, last);
-	crec_stamp(c, 2, r, IOT_TS_RQ_ISSUE);
-	crec_stamp(c, 3, r, r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
+	crec_stamp(c, 2, r, IOT_TS_BIO_QUEUE);
+	crec_stamp(c, 3, r, IOT_TS_RQ_ISSUE);
+	crec_stamp(c, 4, r, r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
 	c->inode = r->inode;
 	c->offset = r->offset;
 	c->sector = r->sector;
@@ -485,7 +486,6 @@ static __always_inline int emit_compact(const struct iot_record *r, __u64 flags)
 	c->op = r->op;
 	c->syscall = r->syscall;
 	c->uring_opcode = r->uring_opcode;
-	c->pad = 0;
 	bpf_ringbuf_submit(c, flags);
 	return 0;
 }

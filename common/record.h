@@ -150,16 +150,17 @@ struct iot_record {
 
 /*
  * A record's compact form (tracer_opts.compact): the stamps and fields host
- * mode's join reads, in 104 bytes instead of an iot_record's 288. Writing a
+ * mode's join reads, in 112 bytes instead of an iot_record's 288. Writing a
  * record into the ring buffer costs about 0.8 ns a byte, mostly cache lines
  * the reader on another CPU held last (measured: 299 ns per io_uring
  * completion at 288 bytes, 144 at 96). The reader expands it back into an
  * iot_record whose other stamps and fields are 0: tracer.c tells the two
  * apart by size.
  */
-#define IOT_CREC_TS 4
+#define IOT_CREC_TS 5
 struct iot_crec {
-	__u64 ts[IOT_CREC_TS];		/* the first and last stamps, the request's issue and end */
+	__u64 ts[IOT_CREC_TS];		/* the first and last stamps, the first bio's queueing, the
+					 * request's issue and end */
 	__u64 inode;
 	__u64 offset;
 	__u64 sector;
@@ -169,7 +170,6 @@ struct iot_crec {
 	__u16 kind, op, syscall;
 	__u8 uring_opcode;
 	__u8 ts_slot[IOT_CREC_TS];	/* enum iot_ts of each stamp; IOT_TS_MAX for none */
-	__u8 pad;
 };
 
 /*

@@ -666,7 +666,7 @@ int tracer__load(struct tracer *t)
 	return 0;
 }
 
-_Static_assert(sizeof(struct iot_crec) == 104 && sizeof(struct iot_crec) < sizeof(struct iot_record),
+_Static_assert(sizeof(struct iot_crec) == 112 && sizeof(struct iot_crec) < sizeof(struct iot_record),
 	       "a compact record is told apart by its size");
 
 /* A compact record back in full: the stamps and fields it carries, every other one 0. */

@@ -379,8 +379,13 @@ static int qemu_layer_start(struct host *h)
 	topts.ubuf = 1;
 	/* The join reads io_uring requests' own submit times, not io_uring_enter's. */
 	topts.uring_enter_exit_only = 1;
-	/* The join reads a few stamps and fields of each host record; a Perfetto trace draws them all. */
-	topts.compact = !h->o->pf;
+	/*
+	 * The join reads a few stamps and fields of each host record: its span,
+	 * its block queueing and time at the device, the file, offset and
+	 * buffer; so does the Perfetto trace's track of QEMU's own I/O. Layers
+	 * asked for by name are for their stamps: then the whole record.
+	 */
+	topts.compact = !h->o->layers;
 	/*
 	 * The host kernel's records of every traced QEMU share one ring: room
 	 * for about 1,500 (a fifth of a second of 4 busy guests) while the
