@@ -151,13 +151,28 @@ static __always_inline struct iot_thread *thread_active(__u32 tid)
 	return t && t->seq ? t : NULL;
 }
 
-/* The io_uring request a thread is issuing right now (inline issue). */
+/*
+ * The io_uring request a thread is issuing right now (inline issue), 0 for
+ * none. A thread keeps its entry and has it set in place (cur_req_set()):
+ * an insert and a delete per io_uring_enter cost more than the lookups;
+ * LRU evicts the entries of threads long gone.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_THREADS);
 	__type(key, __u32);
 	__type(value, __u64);
 } cur_req SEC(".maps");
+
+static __always_inline void cur_req_set(__u32 tid, __u64 req)
+{
+	__u64 *v = bpf_map_lookup_elem(&cur_req, &tid);
+
+	if (v)
+		*v = req;
+	else if (req)
+		bpf_map_update_elem(&cur_req, &tid, &req, BPF_ANY);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -774,7 +789,7 @@ static __always_inline void sys_exit(long ret)
 	case IOT_SYS_IO_URING_ENTER:
 		/* Control calls are counted and timed; their requests are the records. */
 		if (uring_on)
-			bpf_map_delete_elem(&cur_req, &tid);
+			cur_req_set(tid, 0);
 		count(IOT_CNT_CALL_IO_URING_ENTER);
 		count_add(IOT_CNT_NS_IO_URING_ENTER, t->rec.ts[IOT_TS_SYSCALL_EXIT] - t->seq);
 		break;
@@ -851,7 +866,7 @@ int sys_exit_io_uring_enter_only(struct trace_event_raw_sys_exit *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	bpf_map_delete_elem(&cur_req, &tid);
+	cur_req_set(tid, 0);
 	return 0;
 }
 
@@ -863,7 +878,7 @@ static __always_inline struct iot_record *current_owner_rec(__u32 tid, __u64 **r
 	struct iot_thread *t;
 	__u64 *req = uring_on ? bpf_map_lookup_elem(&cur_req, &tid) : NULL;
 
-	if (req) {
+	if (req && *req) {
 		struct iot_record *u = bpf_map_lookup_elem(&urings, req);
 
 		if (u) {
@@ -1415,6 +1430,15 @@ __noinline int rq_finish_bio(__u32 i, __u64 now)
 	return finish_bio(bkey);
 }
 
+/* The disk's last interrupt, if it came between the request's issue and now: its completion's. */
+static __always_inline __u64 rq_irq(struct request *rq, __u64 issue, __u64 now)
+{
+	__u32 dev = rq_dev(rq);
+	struct iot_disk *d = bpf_map_lookup_elem(&disks, &dev);
+
+	return d && d->last_irq_ns >= issue && d->last_irq_ns <= now ? d->last_irq_ns : 0;
+}
+
 static __always_inline void on_rq_complete(struct request *rq, int error)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -1425,8 +1449,28 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 
 	if (!acc)
 		return;
-	__builtin_memset(acc, 0, sizeof(*acc));
 	bio = BPF_CORE_READ(rq, bio);	/* a key, passed to global functions: a scalar */
+	if (!bio)
+		return;
+	/* Most requests hold one bio, whose entry already has the request's stamps. */
+	if (!BPF_CORE_READ(bio, bi_next)) {
+		__u64 bkey = (__u64)bio;
+		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+
+		if (!b)
+			return;
+		b->ts_complete = now;
+		if (error)
+			b->flags |= IOT_F_ERROR;
+		/* blk_status_t is not an errno; a failed request reports -EIO. */
+		if (b->flags & IOT_F_ERROR)
+			b->result = -5;
+		if (irq_on)
+			b->rq_ts[RQ_IRQ] = rq_irq(rq, b->rq_ts[RQ_ISSUE], now);
+		finish_bio(bkey);
+		return;
+	}
+	__builtin_memset(acc, 0, sizeof(*acc));
 	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
 		rq_gather_bio((__u64)bio);
 		bio = BPF_CORE_READ(bio, bi_next);
@@ -1438,14 +1482,8 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 		return;
 	if (error)
 		acc->flags |= IOT_F_ERROR;
-	if (irq_on) {
-		__u32 dev = rq_dev(rq);
-		struct iot_disk *d = bpf_map_lookup_elem(&disks, &dev);
-
-		/* The disk's last interrupt, if it came after the issue, is this completion's. */
-		if (d && d->last_irq_ns >= acc->rq_ts[RQ_ISSUE] && d->last_irq_ns <= now)
-			acc->rq_ts[RQ_IRQ] = d->last_irq_ns;
-	}
+	if (irq_on)
+		acc->rq_ts[RQ_IRQ] = rq_irq(rq, acc->rq_ts[RQ_ISSUE], now);
 	for (i = 0; i < RQ_BIO_WALK; i++) {
 		if (i >= n)
 			break;
@@ -1703,6 +1741,10 @@ static __always_inline void uring_observe(struct io_ring_ctx *ctx)
 		count(IOT_CNT_EMITTED);
 }
 
+/* A field of the io_rw at the start of a typed io_kiocb, read with a plain load. */
+#define URING_RW(req, field, type) \
+	(*(type *)((void *)(req) + bpf_core_field_offset(struct io_rw, field)))
+
 static __always_inline void on_uring_submit(struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
@@ -1762,12 +1804,27 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	if (rw) {
 		/* io_rw sits at the start of the request; prep already filled it. */
 		struct io_rw *io = (struct io_rw *)req;
+		__u64 addr;
 
-		r->offset = BPF_CORE_READ(io, kiocb.ki_pos);
-		/* A vectored request's bytes are known at completion. */
-		r->len = uring_vectored(opcode) ? 0 : BPF_CORE_READ(io, len);
+		if (btf_args) {
+			/*
+			 * Typed loads: io_rw overlays the request's cmd.data bytes,
+			 * which the verifier lets a load of any size read, at
+			 * io_rw's offsets on this kernel (three probe reads fewer).
+			 */
+			r->offset = URING_RW(req, kiocb.ki_pos, __s64);
+			r->len = URING_RW(req, len, __u32);
+			addr = URING_RW(req, addr, __u64);
+		} else {
+			r->offset = BPF_CORE_READ(io, kiocb.ki_pos);
+			r->len = BPF_CORE_READ(io, len);
+			addr = BPF_CORE_READ(io, addr);
+		}
+		/* A vectored request's len counts iovecs: its bytes are known at completion. */
+		if (uring_vectored(opcode))
+			r->len = 0;
 		if (ubuf_on)
-			r->ubuf = first_buf(BPF_CORE_READ(io, addr), uring_vectored(opcode));
+			r->ubuf = first_buf(addr, uring_vectored(opcode));
 	}
 	__builtin_memcpy(r->comm, comm, IOT_COMM_LEN);
 	t = uring_enter_on ? thread_active(tid) : NULL;
@@ -1779,7 +1836,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		count(IOT_CNT_STATE_FULL);
 		return;
 	}
-	bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+	cur_req_set(tid, key);
 }
 
 static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 flag)
@@ -1798,7 +1855,7 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 		/* Its task work runs on the submitting thread and issues it there. */
 		__u32 tid = r->tid;
 
-		bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+		cur_req_set(tid, key);
 		return;
 	}
 	if (slot >= 0 && slot < IOT_TS_MAX && !r->ts[slot])
@@ -1874,7 +1931,7 @@ static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned lon
 		if (next) {
 			__u32 tid = (__u32)id;
 
-			bpf_map_update_elem(&cur_req, &tid, next, BPF_ANY);
+			cur_req_set(tid, *next);
 			bpf_map_delete_elem(&link_next, &key);
 		}
 	}
@@ -1909,7 +1966,7 @@ static __always_inline void on_uring_link(struct io_kiocb *req, struct io_kiocb 
 	if (!(r->flags & IOT_F_URING_LINK)) {
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-		bpf_map_update_elem(&cur_req, &tid, &head, BPF_ANY);
+		cur_req_set(tid, head);
 	}
 }
 
@@ -1926,7 +1983,7 @@ static __always_inline void on_dio_begin(struct kiocb *iocb)
 	if (!r)
 		return;
 	tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&cur_req, &tid, &key, BPF_ANY);
+	cur_req_set(tid, key);
 	/* An io-wq worker running a punted request. */
 	if (tid != r->tid && (r->flags & IOT_F_URING_PUNTED))
 		r->actor_tid = tid;
@@ -1954,7 +2011,7 @@ static __always_inline void on_cqring_wait(struct io_ring_ctx *ring)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	bpf_map_delete_elem(&cur_req, &tid);
+	cur_req_set(tid, 0);
 	uring_observe(ring);
 }
 
