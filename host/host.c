@@ -888,7 +888,7 @@ int host_run(const struct host_opts *o)
 	struct pollfd *pfd = NULL;
 	struct conn **pconn = NULL;
 	size_t pcap = 0;
-	uint64_t start = chan_now_ns();
+	uint64_t start;
 	char err[400];
 	int ret = 0;
 
@@ -941,6 +941,8 @@ int host_run(const struct host_opts *o)
 	}
 	fflush(o->of);
 
+	/* --duration counts from here: loading the probes may take longer than a short run. */
+	start = chan_now_ns();
 	while (!*o->stop) {
 		uint64_t now = chan_now_ns(), next = now + 100000000ull;
 		size_t n = 0, nconn = 0, k, nc;
