@@ -24,10 +24,15 @@
 #include "guest.h"
 #include "output.h"
 
-/* A batch is sealed at this size or this age, whichever comes first. */
-#define BATCH_SEAL_BYTES (16u << 10)
-#define BATCH_SEAL_NS (5ull * 1000000)
-#define BATCH_MAX_BYTES (32u << 10)
+/*
+ * A batch is sealed at this size or this age, whichever comes first. Each
+ * batch costs the host agent a wakeup, a read and an acknowledgement: 32
+ * KiB holds about 200 records (161 bytes each), 60 batches a second at
+ * 12,000 requests/s where 5 ms made 200.
+ */
+#define BATCH_SEAL_BYTES (32u << 10)
+#define BATCH_SEAL_NS (20ull * 1000000)
+#define BATCH_MAX_BYTES (64u << 10)
 #define BATCH_MAX_RECORDS 1024u
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
