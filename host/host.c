@@ -8,6 +8,7 @@
  * worst, with a line saying why.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
@@ -73,6 +74,7 @@ struct conn {
 
 #define VMS_MAX 64
 #define QEMU_BINARIES_MAX 8
+#define COMM_CACHE 256			/* QEMU threads' command names remembered */
 #define VM_SCAN_NS (1000ull * 1000000)
 
 struct vm_ent {
@@ -100,6 +102,11 @@ struct host {
 	uint8_t *hello;			/* preamble + our Hello */
 	size_t hello_len;
 	uint64_t guests, records, dups, invalid, unsynced, refused;
+	/* Command names of QEMU threads, for the Perfetto tracks of their own I/O (compact records carry none). */
+	struct {
+		uint32_t tid;
+		char comm[IOT_COMM_LEN];
+	} comms[COMM_CACHE];
 };
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -153,14 +160,42 @@ static int build_hello(struct host *h)
 
 /* ---- the qemu layer: QEMU processes, their uprobes, the host kernel beneath them ---- */
 
+/* A QEMU thread's command name, read from /proc once per thread (while it keeps its slot). */
+static void thread_comm(struct host *h, uint32_t pid, uint32_t tid, char *comm)
+{
+	unsigned int i = tid % COMM_CACHE;
+	char path[64];
+	ssize_t n = 0;
+	int fd;
+
+	if (h->comms[i].tid != tid) {
+		memset(h->comms[i].comm, 0, IOT_COMM_LEN);
+		snprintf(path, sizeof(path), "/proc/%u/task/%u/comm", pid, tid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n = read(fd, h->comms[i].comm, IOT_COMM_LEN - 1);
+			close(fd);
+		}
+		if (n > 0 && h->comms[i].comm[n - 1] == '\n')
+			h->comms[i].comm[n - 1] = 0;
+		h->comms[i].tid = tid;
+	}
+	memcpy(comm, h->comms[i].comm, IOT_COMM_LEN);
+}
+
 static void on_kernel_record(void *ctx, const struct iot_record *r)
 {
 	struct host *h = ctx;
 
 	corr_host_record(h->corr, r);
 	/* QEMU's own I/O, traced here: on the host's tracks as requests of their own. */
-	if (h->o->pf)
-		perfetto__record(h->o->pf, r, NULL, false);
+	if (h->o->pf) {
+		struct iot_record named = *r;
+
+		if (!named.comm[0])
+			thread_comm(h, r->pid, r->tid, named.comm);
+		perfetto__record(h->o->pf, &named, NULL, false);
+	}
 }
 
 static void on_qemu_event(void *ctx, const struct iot_qemu_event *e)

@@ -179,9 +179,17 @@ def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
 def check_trace(path, objs):
     """In the Perfetto trace, each joined request is one flow: guest, QEMU, host I/O, back in the guest."""
     try:
-        flows, _, _ = perfetto_test.analyse(perfetto_test.decode(path))
+        packets = perfetto_test.decode(path)
+        flows, _, _ = perfetto_test.analyse(packets)
     except perfetto_test.Fail as e:
         raise Fail("Perfetto trace: %s" % e)
+    # QEMU's own I/O is on its threads' tracks, named by their command names (read from /proc: the host
+    # kernel's compact records carry none).
+    qpids = {o["qemu_pid"] for o in objs if o.get("type") == "vm" and o.get("event") == "traced"}
+    threads = [perfetto_test.one(perfetto_test.one(p, "track_descriptor"), "thread") for p in packets
+               if "thread" in perfetto_test.one(p, "track_descriptor", {})]
+    names = [perfetto_test.one(t, "thread_name") for t in threads if perfetto_test.one(t, "pid") in qpids]
+    check(names and all(names), "QEMU thread tracks without a name: %s" % names)
     want = sum(1 for o in objs if o.get("type") == "io" and o.get("host", {}).get("host_io"))
     good = 0
     for sl in flows.values():
