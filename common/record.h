@@ -178,8 +178,8 @@ struct iot_crec {
  */
 enum iot_uring_cqe_abi {
 	IOT_UCQE_REQ,	/* not known: read it from the request */
-	IOT_UCQE_ARGS,	/* (ctx, req, user_data, res, cflags, extra1, extra2): up to 6.3 */
-	IOT_UCQE_PTR,	/* (ctx, req, cqe): since 6.4 */
+	IOT_UCQE_ARGS,	/* (ctx, req, user_data, res, cflags, extra1, extra2): 6.1's */
+	IOT_UCQE_PTR,	/* (ctx, req, cqe): later kernels' (6.18's) */
 };
 
 /* Counters kept by the kernel side, per CPU; index into the counters map. */

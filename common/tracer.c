@@ -325,8 +325,8 @@ static void virtio_key(struct tracer *t)
 /*
  * Where io_uring_complete passes the request's result, read from the
  * tracepoint's prototype in the kernel's BTF: (ctx, req, user_data, res,
- * cflags, extra1, extra2) up to 6.3, (ctx, req, cqe) since. Unknown, the
- * BPF side reads it from the request, as it did before.
+ * cflags, extra1, extra2) in 6.1, (ctx, req, cqe) in later kernels (6.18).
+ * Any other, the BPF side reads it from the request.
  */
 static enum iot_uring_cqe_abi uring_cqe_abi(void)
 {
