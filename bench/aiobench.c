@@ -425,13 +425,30 @@ static int uring_setup(struct run *r)
 	return 0;
 }
 
-/* A free SQE; with SQPOLL the kernel thread may still be consuming the ring. */
+/*
+ * A free SQE; with SQPOLL the kernel thread may still be consuming the ring.
+ * IORING_ENTER_SQ_WAIT judges the ring by the tail last submitted, not by
+ * the SQEs of this batch filled since: it can return at once while the ring
+ * is still full here. So it is asked again until the thread has made room
+ * (for at most a second).
+ */
+#define SQ_WAIT_MAX_NS 1000000000ull
 static struct io_uring_sqe *uring_sqe(struct run *r)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	uint64_t deadline = 0;
 
-	if (!sqe && r->b->cfg->sqpoll && io_uring_sqring_wait(&r->ring) >= 0)
+	while (!sqe && r->b->cfg->sqpoll) {
+		if (io_uring_sqring_wait(&r->ring) < 0)
+			break;
 		sqe = io_uring_get_sqe(&r->ring);
+		if (sqe)
+			break;
+		if (!deadline)
+			deadline = now_ns() + SQ_WAIT_MAX_NS;
+		else if (now_ns() > deadline)
+			break;
+	}
 	return sqe;
 }
 
@@ -451,7 +468,8 @@ static int uring_submit(struct run *r, unsigned int n, unsigned int *ret_n)
 		int fd = c->reg_files ? (int)op->file : b->fds[op->file];
 
 		if (!sqe) {
-			fprintf(stderr, "aiobench: io_uring: no free submission queue entry\n");
+			fprintf(stderr, "aiobench: io_uring: no free submission queue entry%s\n",
+				c->sqpoll ? " (the SQ thread made none free for 1 s)" : "");
 			return -EBUSY;
 		}
 		if (c->reg_bufs && op->write)
