@@ -385,22 +385,6 @@ static __always_inline bool dir_matches(struct dentry *d)
 
 /* ---------- record emission ---------- */
 
-static __always_inline __u64 rec_first_ts(const struct iot_record *r)
-{
-	for (int i = 0; i < IOT_TS_MAX; i++)
-		if (r->ts[i])
-			return r->ts[i];
-	return 0;
-}
-
-static __always_inline __u64 rec_last_ts(const struct iot_record *r)
-{
-	for (int i = IOT_TS_MAX - 1; i >= 0; i--)
-		if (r->ts[i])
-			return r->ts[i];
-	return 0;
-}
-
 static __always_inline __u32 msb64(__u64 v)
 {
 	__u32 r = 0;
@@ -458,32 +442,19 @@ static __always_inline void khist_record(const struct iot_record *r, __u64 first
 /* The stamp in slot i of a compact record, if r has it. */
 static __always_inline void crec_stamp(struct iot_crec *c, int i, const struct iot_record *r, int ts)
 {
-	if (ts >= 0 && ts < IOT_TS_MAX && r->ts[ts]) {
-		c->ts[i] = r->ts[ts];
-		c->ts_slot[i] = ts;
-	} else {
-		c->ts[i] = 0;
-		c->ts_slot[i] = IOT_TS_MAX;
-	}
+	c->ts[i] = iot_ts_at(r, ts);
+	c->ts_slot[i] = c->ts[i] ? ts : IOT_TS_MAX;
 }
 
 /* Write r to the ring buffer in its compact form (struct iot_crec), filled in place. */
 static __always_inline int emit_compact(const struct iot_record *r, __u64 flags)
 {
 	struct iot_crec *c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
-	int first = -1, last = -1;
 
 	if (!c)
 		return -1;
-	for (int i = 0; i < IOT_TS_MAX; i++) {
-		if (r->ts[i]) {
-			if (first < 0)
-				first = i;
-			last = i;
-		}
-	}
-	crec_stamp(c, 0, r, first);
-	crec_stamp(c, 1, r, last);
+	crec_stamp(c, 0, r, iot_first_slot(r));
+	crec_stamp(c, 1, r, iot_last_slot(r));
 	crec_stamp(c, 2, r, IOT_TS_BIO_QUEUE);
 	crec_stamp(c, 3, r, IOT_TS_RQ_ISSUE);
 	crec_stamp(c, 4, r, r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
@@ -511,8 +482,8 @@ static __always_inline void emit(struct iot_record *r)
 
 	/* The span is needed only to filter or to aggregate: records carry their stamps. */
 	if (min_ns || kernel_hist) {
-		first = rec_first_ts(r);
-		last = rec_last_ts(r);
+		first = iot_ts_at(r, iot_first_slot(r));
+		last = iot_ts_at(r, iot_last_slot(r));
 	}
 	if (min_ns && last - first < min_ns)
 		return;
@@ -1407,6 +1378,16 @@ __noinline int rq_gather_bio(__u64 bkey)
 	return 0;
 }
 
+/* A bio's request completed at now, with the flags gathered from its bios (requeued, error). */
+static __always_inline void bio_completed(struct iot_bio *b, __u64 now, __u32 flags)
+{
+	b->ts_complete = now;
+	b->flags |= flags;
+	/* blk_status_t is not an errno; a failed request reports -EIO. */
+	if (b->flags & IOT_F_ERROR)
+		b->result = -5;
+}
+
 __noinline int rq_finish_bio(__u32 i, __u64 now)
 {
 	struct iot_rqacc *acc = rqacc_get();
@@ -1420,13 +1401,9 @@ __noinline int rq_finish_bio(__u32 i, __u64 now)
 	if (!b)
 		return 0;
 	__builtin_memcpy(b->rq_ts, acc->rq_ts, sizeof(acc->rq_ts));
-	b->ts_complete = now;
-	b->flags |= acc->flags;
 	b->driver = acc->driver;
 	b->vq_gpa = acc->vq_gpa;
-	/* blk_status_t is not an errno; a failed request reports -EIO. */
-	if (acc->flags & IOT_F_ERROR)
-		b->result = -5;
+	bio_completed(b, now, acc->flags);
 	return finish_bio(bkey);
 }
 
@@ -1442,13 +1419,11 @@ static __always_inline __u64 rq_irq(struct request *rq, __u64 issue, __u64 now)
 static __always_inline void on_rq_complete(struct request *rq, int error)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct iot_rqacc *acc = rqacc_get();
+	struct iot_rqacc *acc;
 	struct bio *bio;
 	__u32 n;
 	int i;
 
-	if (!acc)
-		return;
 	bio = BPF_CORE_READ(rq, bio);	/* a key, passed to global functions: a scalar */
 	if (!bio)
 		return;
@@ -1459,17 +1434,15 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 
 		if (!b)
 			return;
-		b->ts_complete = now;
-		if (error)
-			b->flags |= IOT_F_ERROR;
-		/* blk_status_t is not an errno; a failed request reports -EIO. */
-		if (b->flags & IOT_F_ERROR)
-			b->result = -5;
+		bio_completed(b, now, error ? IOT_F_ERROR : 0);
 		if (irq_on)
 			b->rq_ts[RQ_IRQ] = rq_irq(rq, b->rq_ts[RQ_ISSUE], now);
 		finish_bio(bkey);
 		return;
 	}
+	acc = rqacc_get();
+	if (!acc)
+		return;
 	__builtin_memset(acc, 0, sizeof(*acc));
 	for (i = 0; i < RQ_BIO_WALK && bio; i++) {
 		rq_gather_bio((__u64)bio);

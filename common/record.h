@@ -242,6 +242,29 @@ static inline __attribute__((always_inline)) int iot_seg_of(const struct iot_rec
 	}
 }
 
+/* The slot (enum iot_ts) of a record's first and of its last stamp; -1 when it has none. */
+static inline __attribute__((always_inline)) int iot_first_slot(const struct iot_record *r)
+{
+	for (int i = 0; i < IOT_TS_MAX; i++)
+		if (r->ts[i])
+			return i;
+	return -1;
+}
+
+static inline __attribute__((always_inline)) int iot_last_slot(const struct iot_record *r)
+{
+	for (int i = IOT_TS_MAX - 1; i >= 0; i--)
+		if (r->ts[i])
+			return i;
+	return -1;
+}
+
+/* The stamp in slot i, 0 for none (i < 0). */
+static inline __attribute__((always_inline)) __u64 iot_ts_at(const struct iot_record *r, int i)
+{
+	return i >= 0 && i < IOT_TS_MAX ? r->ts[i] : 0;
+}
+
 /* Log-linear histogram buckets, shared by the kernel side and user space. */
 #define IOT_HIST_SUB_BITS 4
 #define IOT_HIST_SUB (1u << IOT_HIST_SUB_BITS)

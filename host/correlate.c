@@ -720,18 +720,12 @@ void corr_qemu_event(struct corr *c, const struct iot_qemu_event *e)
 
 static uint64_t first_ts(const struct iot_record *r)
 {
-	for (int i = 0; i < IOT_TS_MAX; i++)
-		if (r->ts[i])
-			return r->ts[i];
-	return 0;
+	return iot_ts_at(r, iot_first_slot(r));
 }
 
 static uint64_t last_ts(const struct iot_record *r)
 {
-	for (int i = IOT_TS_MAX - 1; i >= 0; i--)
-		if (r->ts[i])
-			return r->ts[i];
-	return 0;
+	return iot_ts_at(r, iot_last_slot(r));
 }
 
 /* Native backend calls whose sector was unknown: those placed on the disk since join the index. */
