@@ -26,9 +26,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct iot_qemu_layout L = {};
 
-/* QEMU processes being traced: tgid -> QPID_* bits. */
-#define QPID_TRACED	1
-#define QPID_NO_BACKEND	2	/* its backend calls are not probed: submits carry their buffer */
+/* QEMU processes being traced: tgid -> IOT_QPID_* bits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -117,7 +115,7 @@ static __always_inline __u8 traced(__u32 *ret_pid, __u32 *ret_tid)
 	*ret_pid = pid;
 	*ret_tid = (__u32)id;
 	v = bpf_map_lookup_elem(&qemu_pids, &pid);
-	return v ? *v | QPID_TRACED : 0;
+	return v ? *v | IOT_QPID_TRACED : 0;
 }
 
 /* A VirtIOBlockReq's first L.req_read bytes and usually the arrays after it, copied in one read. */
@@ -184,7 +182,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	cur.req = opaque;
 	cur.ts = bpf_ktime_get_ns();
 	/* Only backend calls look the submit up. */
-	if (!(how & QPID_NO_BACKEND))
+	if (!(how & IOT_QPID_NO_BACKEND))
 		bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
@@ -213,12 +211,13 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 
 		/*
 		 * One copy of the request's first bytes, then every field from it:
-		 * a read each cost 40 ns. A failed copy leaves zeros, which end the
-		 * chain and fail the layout check below (counted by user space).
+		 * a read each cost 40 ns. The arrays after it may end within the
+		 * tail's reach of an unmapped page: then the request alone. A
+		 * failed copy leaves zeros, which end the chain and fail the
+		 * layout check below (counted by user space).
 		 */
-		/* The arrays may end within the tail's reach of an unmapped page: then the request alone. */
 		copied = read_len + IOT_QEMU_REQ_TAIL;
-		if (bpf_probe_read_user(rb->b, read_len + IOT_QEMU_REQ_TAIL, (void *)req)) {
+		if (bpf_probe_read_user(rb->b, copied, (void *)req)) {
 			copied = read_len;
 			bpf_probe_read_user(rb->b, read_len, (void *)req);
 		}
@@ -261,7 +260,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		   e->reqs[0].type == (op == IOT_OP_WRITE ? 1 : 0)) {
 		e->flags |= IOT_QF_LAYOUT_OK;
 	}
-	if (how & QPID_NO_BACKEND) {
+	if (how & IOT_QPID_NO_BACKEND) {
 		e->flags |= IOT_QF_NO_BACKEND;
 		/* iov[0].iov_base; the copy holds the last request of a chain, the iovecs are the first's. */
 		if (e->iov)
@@ -306,7 +305,7 @@ static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u
 	__u8 how = traced(&pid, &tid);
 
 	/* Not probed for this process (its host I/O names its request itself): ignore it. */
-	if (!how || (how & QPID_NO_BACKEND))
+	if (!how || (how & IOT_QPID_NO_BACKEND))
 		return 0;
 	e = bpf_ringbuf_reserve(&qevents, IOT_QEMU_EVENT_BACKEND_SIZE, 0);
 	if (!e) {

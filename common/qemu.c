@@ -615,7 +615,7 @@ static void pid_links_drop(struct qemu_tracer *q, uint32_t pid)
 
 int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, char *err, size_t errlen)
 {
-	uint8_t how = backend ? 1 : 1 | 2;	/* QPID_TRACED, QPID_NO_BACKEND (bpf/qemu.bpf.c) */
+	uint8_t how = backend ? IOT_QPID_TRACED : IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
 	int r;
 
 	pid_links_drop(q, pid);

@@ -40,6 +40,10 @@ struct iot_qemu_layout {
 	__u32 req_read, qiov_read, rawaio_read;
 };
 
+/* The qemu_pids map's values: how a traced QEMU process is probed. */
+#define IOT_QPID_TRACED		1
+#define IOT_QPID_NO_BACKEND	2	/* its backend calls are not probed: submits carry their buffer */
+
 #define IOT_QEMU_REQ_READ_MAX 256
 /*
  * The submit probe copies this much more of a request where it can: QEMU
