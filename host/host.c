@@ -160,24 +160,42 @@ static int build_hello(struct host *h)
 
 /* ---- the qemu layer: QEMU processes, their uprobes, the host kernel beneath them ---- */
 
-/* A QEMU thread's command name, read from /proc once per thread (while it keeps its slot). */
+/* The first line of a /proc file into comm (IOT_COMM_LEN bytes, zeroed first); 0 or -errno. */
+static int read_comm(const char *path, char *comm)
+{
+	ssize_t n;
+	int fd;
+
+	memset(comm, 0, IOT_COMM_LEN);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, comm, IOT_COMM_LEN - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 ? -errno : -ENODATA;
+	if (comm[n - 1] == '\n')
+		comm[n - 1] = 0;
+	return 0;
+}
+
+/*
+ * A QEMU thread's command name, read from /proc once per thread (while it
+ * keeps its slot). A thread already gone (a worker's flush as QEMU exits)
+ * is named by its process: QEMU names no thread unless debug-threads=on.
+ */
 static void thread_comm(struct host *h, uint32_t pid, uint32_t tid, char *comm)
 {
 	unsigned int i = tid % COMM_CACHE;
 	char path[64];
-	ssize_t n = 0;
-	int fd;
 
 	if (h->comms[i].tid != tid) {
-		memset(h->comms[i].comm, 0, IOT_COMM_LEN);
 		snprintf(path, sizeof(path), "/proc/%u/task/%u/comm", pid, tid);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			n = read(fd, h->comms[i].comm, IOT_COMM_LEN - 1);
-			close(fd);
+		if (read_comm(path, h->comms[i].comm) < 0) {
+			snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+			if (read_comm(path, h->comms[i].comm) < 0)
+				snprintf(h->comms[i].comm, IOT_COMM_LEN, "qemu:%u", pid);
 		}
-		if (n > 0 && h->comms[i].comm[n - 1] == '\n')
-			h->comms[i].comm[n - 1] = 0;
 		h->comms[i].tid = tid;
 	}
 	memcpy(comm, h->comms[i].comm, IOT_COMM_LEN);
