@@ -25,12 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from overhead import proc_cpu_ns as cpu_ns  # noqa: E402  (every thread, exact)
 from overhead import proc_rss_kb as mem_kib  # noqa: E402  (VmRSS, VmHWM) in KiB
-
-
-def cpu_ns(pid):
-    with open("/proc/%d/schedstat" % pid) as f:
-        return int(f.read().split()[0])
 
 
 def start_host(exe, sock, out_args):

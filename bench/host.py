@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "qemu-test"))
 sys.path.insert(0, HERE)
 from qtest import build_guest  # noqa: E402
-from overhead import bpf_progs, proc_rss_kb  # noqa: E402
+from overhead import bpf_progs, proc_cpu_ns, proc_rss_kb  # noqa: E402
 
 
 def max_prog_id():
@@ -66,18 +66,6 @@ while read -r cmd a b <&3; do
   esac
 done
 """
-
-
-def task_cpu_ns(pid):
-    """CPU time of every thread of pid, in ns (schedstat: exact, not tick-sampled)."""
-    total = 0
-    for t in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total
 
 
 class Ctl:
@@ -158,8 +146,8 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
             rss.append(proc_rss_kb(host.pid)[0])
     st = threading.Thread(target=sample, daemon=True)
     st.start()
-    q0 = task_cpu_ns(qpid)
-    h0 = task_cpu_ns(host.pid) if host else 0
+    q0 = proc_cpu_ns(qpid)
+    h0 = proc_cpu_ns(host.pid) if host else 0
     b0 = bpf_ns_since(base_id) if host else 0
     # IOTRACER_PROGSTATS=1: which BPF programs the time goes to (per request, printed).
     p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
@@ -174,7 +162,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     if perf:
         perf.send_signal(signal.SIGINT)
         perf.wait()
-    res = {"iops": iops, "qemu_us": (task_cpu_ns(qpid) - q0) / ios / 1e3}
+    res = {"iops": iops, "qemu_us": (proc_cpu_ns(qpid) - q0) / ios / 1e3}
     if p0 is not None:
         rows = []
         for p in bpf_progs():
@@ -184,7 +172,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         for ns, cnt, name in sorted(rows, reverse=True)[:12]:
             print("  %-32s %7.3f us/request  %6.2f runs/request" % (name, ns / ios / 1e3, cnt / ios), flush=True)
     if host:
-        res["agent_us"] = (task_cpu_ns(host.pid) - h0) / ios / 1e3
+        res["agent_us"] = (proc_cpu_ns(host.pid) - h0) / ios / 1e3
         res["bpf_us"] = (bpf_ns_since(base_id) - b0) / ios / 1e3
     stop.set()
     st.join()
@@ -220,7 +208,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--modes", default="off,host,both,summary",
                     help="a subset of off,host,both,summary (for a quick look; the docs' run uses all four)")
+    ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image)")
     args = ap.parse_args()
+    labels = [d for d in ("null0", "image0") if d in args.disks.split(",")]
     modes = tuple(m for m in ("off", "host", "both", "summary") if m in args.modes.split(","))
     if not modes or len(modes) != len(args.modes.split(",")):
         ap.error("--modes: a comma-separated subset of off,host,both,summary")
@@ -254,7 +244,7 @@ def main():
         serials = dict(kv.split("=") for kv in ctl.cmd("serials").split())
         disks = {serials[d]: d for d in serials}
         for rnd in range(args.rounds):
-            for label in ("null0", "image0"):
+            for label in labels:
                 for mode in modes:
                     r = one_run(args, ctl, qpid, data, tmp, disks[label], mode)
                     res.setdefault((label, mode), []).append(r)
@@ -289,6 +279,8 @@ def main():
              "with host I/O | host agent RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none")):
+        if label not in labels:
+            continue
         off = med(label, "off", "iops") if "off" in modes else 0.0
         for mode in modes:
             rs = res[(label, mode)]

@@ -20,7 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from trace_test import finish_workload, loop_device, start_workload  # noqa: E402
-from host import task_cpu_ns  # noqa: E402
+from overhead import proc_cpu_ns  # noqa: E402
 
 
 def one(args, dev, trace):
@@ -36,10 +36,10 @@ def one(args, dev, trace):
         if not line:
             raise SystemExit("iotracer exited")
         seen += "iotracer: layer" in line
-    c0 = task_cpu_ns(t.pid)
+    c0 = proc_cpu_ns(t.pid)
     ops = finish_workload(w)
     time.sleep(0.5)
-    cpu = task_cpu_ns(t.pid) - c0
+    cpu = proc_cpu_ns(t.pid) - c0
     t.send_signal(signal.SIGINT)
     t.wait(timeout=60)
     size = os.path.getsize(trace) if trace else 0

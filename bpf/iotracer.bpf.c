@@ -174,6 +174,14 @@ static __always_inline void cur_req_set(__u32 tid, __u64 req)
 		bpf_map_update_elem(&cur_req, &tid, &req, BPF_ANY);
 }
 
+/*
+ * In-flight bios and io_uring requests, keyed by their kernel address. An
+ * entry is not deleted when its request ends but marked free (its key field
+ * 0), and the next bio or request at that address, which the kernel's caches
+ * hand out again within microseconds, takes it over in place: a hash insert
+ * and a delete cost 100-200 ns each (a bucket lock with interrupts off), a
+ * lookup about 5. LRU evicts the entries of addresses no longer used.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_BIOS);
@@ -187,6 +195,34 @@ struct {
 	__type(key, __u64);
 	__type(value, struct iot_record);
 } urings SEC(".maps");
+
+/* The bio in flight at key, or NULL (none, or a free entry). */
+static __always_inline struct iot_bio *bio_get(__u64 key)
+{
+	struct iot_bio *b = bpf_map_lookup_elem(&bios, &key);
+
+	return b && b->key ? b : NULL;
+}
+
+/* The io_uring request in flight at key (its io_kiocb), or NULL. */
+static __always_inline struct iot_record *uring_get(__u64 key)
+{
+	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+
+	return r && r->uring_req ? r : NULL;
+}
+
+/* The state of the bio at key becomes *b: in place when the address had an entry. 0 or -errno. */
+static __always_inline int bio_put(__u64 key, const struct iot_bio *b)
+{
+	struct iot_bio *old = bpf_map_lookup_elem(&bios, &key);
+
+	if (old) {
+		__builtin_memcpy(old, b, sizeof(*b));
+		return 0;
+	}
+	return bpf_map_update_elem(&bios, &key, b, BPF_NOEXIST);
+}
 
 /* Rings of traced processes: the CQ head last seen, for reap records. */
 struct ring_head {
@@ -589,7 +625,7 @@ static __always_inline void emit_bio(const struct iot_bio *b, __u16 kind, __u32 
  */
 __noinline int finish_bio(__u64 bio_key)
 {
-	struct iot_bio *b = bpf_map_lookup_elem(&bios, &bio_key);
+	struct iot_bio *b = bio_get(bio_key);
 	struct iot_thread *t;
 	struct iot_record *u;
 	__u32 tid;
@@ -607,7 +643,7 @@ __noinline int finish_bio(__u64 bio_key)
 		emit_bio(b, IOT_KIND_BIO, IOT_F_OWNER_GONE);
 		break;
 	case OWN_URING:
-		u = bpf_map_lookup_elem(&urings, &b->owner_key);
+		u = uring_get(b->owner_key);
 		if (u) {
 			fold_bio(u, b);
 			break;
@@ -620,7 +656,7 @@ __noinline int finish_bio(__u64 bio_key)
 	default:
 		emit_bio(b, IOT_KIND_BIO, 0);
 	}
-	bpf_map_delete_elem(&bios, &bio_key);
+	b->key = 0;	/* free, for the next bio at this address */
 	return 0;
 }
 
@@ -850,7 +886,7 @@ static __always_inline struct iot_record *current_owner_rec(__u32 tid, __u64 **r
 	__u64 *req = uring_on ? bpf_map_lookup_elem(&cur_req, &tid) : NULL;
 
 	if (req && *req) {
-		struct iot_record *u = bpf_map_lookup_elem(&urings, req);
+		struct iot_record *u = uring_get(*req);
 
 		if (u) {
 			*ret_req = req;
@@ -1156,14 +1192,13 @@ static __always_inline void on_bio_queue(struct bio *bio)
 				return;
 		}
 	}
-	if (bpf_map_update_elem(&bios, &key, &b, BPF_ANY))
+	if (bio_put(key, &b))
 		count(IOT_CNT_STATE_FULL);
 }
 
 static __always_inline void bio_flag(struct bio *bio, __u32 flag)
 {
-	__u64 key = (__u64)bio;
-	struct iot_bio *b = bpf_map_lookup_elem(&bios, &key);
+	struct iot_bio *b = bio_get((__u64)bio);
 
 	if (b)
 		b->flags |= flag;
@@ -1173,7 +1208,7 @@ static __always_inline void bio_flag(struct bio *bio, __u32 flag)
 static __always_inline void on_split(struct bio *split)
 {
 	__u64 parent = (__u64)BPF_CORE_READ(split, bi_private), key = (__u64)split;
-	struct iot_bio *p = bpf_map_lookup_elem(&bios, &parent);
+	struct iot_bio *p = bio_get(parent);
 	struct iot_bio b;
 
 	if (!p)
@@ -1186,7 +1221,8 @@ static __always_inline void on_split(struct bio *split)
 	/* The parent continues with what is left after the split. */
 	p->sector = b.sector + (b.len >> 9);
 	p->len = p->len > b.len ? p->len - b.len : 0;
-	bpf_map_update_elem(&bios, &key, &b, BPF_ANY);
+	if (bio_put(key, &b))
+		count(IOT_CNT_STATE_FULL);
 }
 
 static __always_inline __u32 rq_dev(struct request *rq)
@@ -1205,7 +1241,7 @@ static __always_inline struct iot_bio *rq_head(struct request *rq)
 {
 	__u64 key = (__u64)BPF_CORE_READ(rq, bio);
 
-	return key ? bpf_map_lookup_elem(&bios, &key) : NULL;
+	return key ? bio_get(key) : NULL;
 }
 
 /* rq_head() for the block tracepoints' own request. */
@@ -1213,7 +1249,7 @@ static __always_inline struct iot_bio *tp_rq_head(struct request *rq)
 {
 	__u64 key = (__u64)TP_READ(rq, bio);
 
-	return key ? bpf_map_lookup_elem(&bios, &key) : NULL;
+	return key ? bio_get(key) : NULL;
 }
 
 static __always_inline void on_rq_insert(struct request *rq)
@@ -1361,7 +1397,7 @@ PERCPU_SLOT(rqacc, struct iot_rqacc, rqacc_get)
  */
 __noinline int rq_gather_bio(__u64 bkey)
 {
-	struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+	struct iot_bio *b = bio_get(bkey);
 	struct iot_rqacc *acc = rqacc_get();
 
 	if (!b || !acc)
@@ -1397,7 +1433,7 @@ __noinline int rq_finish_bio(__u32 i, __u64 now)
 	if (!acc)
 		return 0;
 	bkey = acc->keys[i & (RQ_BIO_WALK - 1)];
-	b = bpf_map_lookup_elem(&bios, &bkey);
+	b = bio_get(bkey);
 	if (!b)
 		return 0;
 	__builtin_memcpy(b->rq_ts, acc->rq_ts, sizeof(acc->rq_ts));
@@ -1430,7 +1466,7 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 	/* Most requests hold one bio, whose entry already has the request's stamps. */
 	if (!BPF_CORE_READ(bio, bi_next)) {
 		__u64 bkey = (__u64)bio;
-		struct iot_bio *b = bpf_map_lookup_elem(&bios, &bkey);
+		struct iot_bio *b = bio_get(bkey);
 
 		if (!b)
 			return;
@@ -1467,8 +1503,7 @@ static __always_inline void on_rq_complete(struct request *rq, int error)
 /* Bio-based devices (dm, md, zram) never make a request: the bio's end is its completion. */
 static __always_inline void on_bio_complete(struct bio *bio, int error)
 {
-	__u64 key = (__u64)bio;
-	struct iot_bio *b = bpf_map_lookup_elem(&bios, &key);
+	struct iot_bio *b = bio_get((__u64)bio);
 
 	if (!b)
 		return;
@@ -1724,7 +1759,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 	__u32 pid = id >> 32, tid = (__u32)id;
 	__u8 opcode = TP_READ(req, opcode);
 	struct iot_thread *t;
-	struct iot_record *r;
+	struct iot_record *r, *old;
 	struct io_ring_ctx *ring;
 	char comm[IOT_COMM_LEN];
 	bool rw;
@@ -1805,7 +1840,10 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 		r->ts[IOT_TS_SYSCALL_ENTER] = t->rec.ts[IOT_TS_SYSCALL_ENTER];
 	r->ts[IOT_TS_URING_SUBMIT] = bpf_ktime_get_ns();
 	r->flags |= IOT_F_URING_INLINE;
-	if (bpf_map_update_elem(&urings, &key, r, BPF_ANY)) {
+	old = bpf_map_lookup_elem(&urings, &key);
+	if (old) {
+		__builtin_memcpy(old, r, sizeof(*r));
+	} else if (bpf_map_update_elem(&urings, &key, r, BPF_NOEXIST)) {
 		count(IOT_CNT_STATE_FULL);
 		return;
 	}
@@ -1815,7 +1853,7 @@ static __always_inline void on_uring_submit(struct io_kiocb *req)
 static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 flag)
 {
 	__u64 key = (__u64)req;
-	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	struct iot_record *r = uring_get(key);
 
 	if (!r)
 		return;
@@ -1846,7 +1884,7 @@ static __always_inline void uring_stamp(struct io_kiocb *req, int slot, __u32 fl
 static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned long long *args)
 {
 	__u64 key = (__u64)req, id = bpf_get_current_pid_tgid();
-	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	struct iot_record *r = uring_get(key);
 	struct io_ring_ctx *ring = NULL;
 	__s32 res;
 
@@ -1894,7 +1932,7 @@ static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned lon
 		}
 	}
 	if (filter_dev && r->dev != filter_dev) {
-		bpf_map_delete_elem(&urings, &key);
+		r->uring_req = 0;	/* free, for the next request at this address */
 		return;
 	}
 	if (r->flags & IOT_F_URING_LINK) {
@@ -1914,7 +1952,7 @@ static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned lon
 		bpf_map_delete_elem(&link_head, &key);
 	}
 	emit(r);
-	bpf_map_delete_elem(&urings, &key);
+	r->uring_req = 0;
 	if (ring)
 		uring_observe(ring);
 }
@@ -1923,7 +1961,7 @@ static __always_inline void on_uring_complete(struct io_kiocb *req, unsigned lon
 static __always_inline void on_uring_link(struct io_kiocb *req, struct io_kiocb *target)
 {
 	__u64 key = (__u64)req, head = (__u64)target, *v;
-	struct iot_record *r = bpf_map_lookup_elem(&urings, &key);
+	struct iot_record *r = uring_get(key);
 
 	if (!r)
 		return;
@@ -1952,7 +1990,7 @@ static __always_inline void on_dio_begin(struct kiocb *iocb)
 
 	/* The key, not the pointer: a helper reading it scrubs its stack slot to a number. */
 	barrier_var(key);
-	r = bpf_map_lookup_elem(&urings, &key);
+	r = uring_get(key);
 	if (!r)
 		return;
 	tid = (__u32)bpf_get_current_pid_tgid();
