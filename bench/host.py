@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "qemu-test"))
 sys.path.insert(0, HERE)
 from qtest import build_guest  # noqa: E402
-from overhead import bpf_progs, proc_cpu_ns, proc_rss_kb  # noqa: E402
+from overhead import bpf_progs, proc_cpu_ns, proc_minflt, proc_rss_kb  # noqa: E402
 
 
 def max_prog_id():
@@ -103,8 +103,8 @@ def fio_run(ctl, disk, seconds):
     return job["iops"], job["total_ios"]
 
 
-def start_host(args, qpid, data, hout, summary=False):
-    host = subprocess.Popen([args.iotracer, "--mode", "host", "--qemu-pid", str(qpid), "--listen", "serial:" + data,
+def start_host(exe, qpid, data, hout, summary=False):
+    host = subprocess.Popen([exe, "--mode", "host", "--qemu-pid", str(qpid), "--listen", "serial:" + data,
                              "--json", "-o", hout] + (["--summary"] if summary else []), stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 60
@@ -115,7 +115,7 @@ def start_host(args, qpid, data, hout, summary=False):
     return host
 
 
-def one_run(args, ctl, qpid, data, tmp, disk, mode):
+def one_run(args, ctl, qpid, data, tmp, disk, mode, exe):
     """One fio run in a mode: off, host (host agent only), both (guest agent streaming to it), summary (both,
     the host keeping histograms only)."""
     host = None
@@ -125,7 +125,7 @@ def one_run(args, ctl, qpid, data, tmp, disk, mode):
     base_id = max_prog_id()
     joined = mode in ("both", "summary")
     if mode != "off":
-        host = start_host(args, qpid, data, hout, summary=mode == "summary")
+        host = start_host(exe, qpid, data, hout, summary=mode == "summary")
     try:
         return measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined)
     finally:
@@ -148,6 +148,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     st.start()
     q0 = proc_cpu_ns(qpid)
     h0 = proc_cpu_ns(host.pid) if host else 0
+    f0 = proc_minflt(host.pid) if host else 0
     b0 = bpf_ns_since(base_id) if host else 0
     # IOTRACER_PROGSTATS=1: which BPF programs the time goes to (per request, printed).
     p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
@@ -173,6 +174,8 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
             print("  %-32s %7.3f us/request  %6.2f runs/request" % (name, ns / ios / 1e3, cnt / ios), flush=True)
     if host:
         res["agent_us"] = (proc_cpu_ns(host.pid) - h0) / ios / 1e3
+        # Page faults of the agent per request: a window first touched mid-run costs here.
+        res["agent_faults"] = (proc_minflt(host.pid) - f0) / ios
         res["bpf_us"] = (bpf_ns_since(base_id) - b0) / ios / 1e3
     stop.set()
     st.join()
@@ -209,11 +212,16 @@ def main():
     ap.add_argument("--modes", default="off,host,both,summary",
                     help="a subset of off,host,both,summary (for a quick look; the docs' run uses all four)")
     ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image)")
+    ap.add_argument("--compare", metavar="EXE",
+                    help="another iotracer build (an earlier commit's) as the host agent too, alternating with "
+                    "--iotracer in every round: host CPU per request of the two in the same run (the guest agent "
+                    "is --iotracer's in both)")
     args = ap.parse_args()
     labels = [d for d in ("null0", "image0") if d in args.disks.split(",")]
     modes = tuple(m for m in ("off", "host", "both", "summary") if m in args.modes.split(","))
     if not modes or len(modes) != len(args.modes.split(",")):
         ap.error("--modes: a comma-separated subset of off,host,both,summary")
+    tracers = [("", args.iotracer)] + ([(" (compared)", args.compare)] if args.compare else [])
     err = build_guest(args.build, args.iotracer, args.iowork)
     if err:
         raise SystemExit(err)
@@ -246,9 +254,10 @@ def main():
         for rnd in range(args.rounds):
             for label in labels:
                 for mode in modes:
-                    r = one_run(args, ctl, qpid, data, tmp, disks[label], mode)
-                    res.setdefault((label, mode), []).append(r)
-                    print(label, mode, rnd, json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
+                    for tag, exe in tracers if mode != "off" else tracers[:1]:
+                        r = one_run(args, ctl, qpid, data, tmp, disks[label], mode, exe)
+                        res.setdefault((label, mode + tag), []).append(r)
+                        print(label, mode + tag, rnd, json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
         ctl.cmd("quit", timeout=30)
     except (OSError, SystemExit) as e:
         console.flush()
@@ -282,7 +291,7 @@ def main():
         if label not in labels:
             continue
         off = med(label, "off", "iops") if "off" in modes else 0.0
-        for mode in modes:
+        for mode in [m + t for m in modes for t, _ in (tracers if m != "off" else tracers[:1])]:
             rs = res[(label, mode)]
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
@@ -296,6 +305,15 @@ def main():
                 "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if mode in ("both", "summary") else "-",
                 "%d" % sum(r.get("with_host_io", 0) for r in rs) if mode in ("both", "summary") else "-",
                 "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-"))
+    if args.compare:
+        lines += ["", "Compared: `%s` against `%s` (compared), in the same run. Host CPU per request (BPF and host "
+                  "agent), this build over the compared one, per round (each round runs both, one after the "
+                  "other):" % (args.iotracer, args.compare), ""]
+        for label in labels:
+            for mode in [m for m in modes if m != "off"]:
+                a, b = res[(label, mode)], res[(label, mode + " (compared)")]
+                ratios = ["%.2f" % ((x["bpf_us"] + x["agent_us"]) / (y["bpf_us"] + y["agent_us"])) for x, y in zip(a, b)]
+                lines.append("- %s, %s: %s" % (label, mode, ", ".join(ratios)))
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -87,6 +87,12 @@ def bpf_runtime_ns(btf_id):
     return ns, cnt
 
 
+def proc_minflt(pid):
+    """Minor page faults of process pid so far (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def proc_rss_kb(pid):
     rss = hwm = 0
     with open("/proc/%d/status" % pid) as f:

@@ -171,7 +171,7 @@ static __always_inline __u64 copied_u64(const __u8 *b, __u32 n, __u64 base, __u6
 static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque)
 {
 	struct iot_qemu_event *e;
-	struct cur_submit cur;
+	struct cur_submit cur, *slot;
 	__u32 pid, tid, zero = 0, read_len = L.req_read, copied = 0;
 	__u64 req = opaque, sector_num = 0, size;
 	struct req_bytes *rb;
@@ -181,9 +181,14 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		return 0;
 	cur.req = opaque;
 	cur.ts = bpf_ktime_get_ns();
-	/* Only backend calls look the submit up. */
-	if (!(how & IOT_QPID_NO_BACKEND))
-		bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
+	/* Only backend calls look the submit up. A thread keeps its entry: set in place, not reinserted. */
+	if (!(how & IOT_QPID_NO_BACKEND)) {
+		slot = bpf_map_lookup_elem(&cur_req, &tid);
+		if (slot)
+			*slot = cur;
+		else
+			bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
+	}
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;

@@ -21,6 +21,7 @@
 #include <sys/sysmacros.h>
 #include "correlate.h"
 #include "hist.h"
+#include "mem.h"
 #include "names.h"
 #include "sbuf.h"
 
@@ -320,16 +321,16 @@ static void bunlink(struct corr *c, int32_t i)
 
 struct corr *corr_new(const struct corr_opts *o)
 {
-	struct corr *c = calloc(1, sizeof(*c));
+	struct corr *c = iot_calloc_resident(1, sizeof(*c));
 
 	if (!c)
 		return NULL;
 	c->o = *o;
 	if (!c->o.hold_ns)
 		c->o.hold_ns = 1000000000ULL;
-	c->q = calloc(QR_MAX, sizeof(*c->q));
-	c->b = calloc(BK_MAX, sizeof(*c->b));
-	c->h = calloc(HOLD_MAX, sizeof(*c->h));
+	c->q = iot_calloc_resident(QR_MAX, sizeof(*c->q));
+	c->b = iot_calloc_resident(BK_MAX, sizeof(*c->b));
+	c->h = iot_calloc_resident(HOLD_MAX, sizeof(*c->h));
 	c->pending = calloc(PENDING_HOST_MAX, sizeof(*c->pending));
 	if (!c->q || !c->b || !c->h || !c->pending) {
 		corr_free(c);
