@@ -475,41 +475,96 @@ static __always_inline void khist_record(const struct iot_record *r, __u64 first
 		khist_add(IOT_SEG_OFFCPU, r->offcpu_ns);
 }
 
-/* The stamp in slot i of a compact record, if r has it. */
-static __always_inline void crec_stamp(struct iot_crec *c, int i, const struct iot_record *r, int ts)
-{
-	c->ts[i] = iot_ts_at(r, ts);
-	c->ts_slot[i] = c->ts[i] ? ts : IOT_TS_MAX;
-}
+/* A record's sparse form is built here, then only its used words are output. */
+#define SREC_WORDS 64
+struct srec_buf {
+	__u64 h[sizeof(struct iot_srec) / sizeof(__u64)];	/* struct iot_srec, its words in w */
+	__u64 w[SREC_WORDS];
+};
 
-/* Write r to the ring buffer in its compact form (struct iot_crec), filled in place. */
-static __always_inline int emit_compact(const struct iot_record *r, __u64 flags)
-{
-	struct iot_crec *c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
+PERCPU_SLOT(srec, struct srec_buf, srec_get)
 
-	if (!c)
+/* Field j of the sparse form, when v is not its default. */
+#define SREC_FIELD(j, v, dflt)					\
+	do {							\
+		if ((fields & (1u << (j))) && (v) != (dflt)) {	\
+			s->w[n & (SREC_WORDS - 1)] = (v);	\
+			n++;					\
+			fm |= 1u << (j);			\
+		}						\
+	} while (0)
+
+/*
+ * Write r to the ring buffer in its sparse form (struct iot_srec); 0 or
+ * -errno. A global function: the verifier checks it once, not once per
+ * path of every caller (each present stamp or field is a branch).
+ */
+__noinline int emit_sparse(const struct iot_record *r, __u64 flags)
+{
+	struct srec_buf *s = srec_get();
+	struct iot_srec *h;
+	__u32 fields = compact_on ? IOT_SREC_COMPACT_FIELDS : ~0u, keep = 0xffff, n = 0, fm = 0, tm = 0;
+	__u64 size;
+
+	if (!s || !r)
 		return -1;
-	crec_stamp(c, 0, r, iot_first_slot(r));
-	crec_stamp(c, 1, r, iot_last_slot(r));
-	crec_stamp(c, 2, r, IOT_TS_BIO_QUEUE);
-	crec_stamp(c, 3, r, IOT_TS_RQ_ISSUE);
-	crec_stamp(c, 4, r, r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
-	c->inode = r->inode;
-	c->offset = r->offset;
-	c->sector = r->sector;
-	c->ubuf = r->ubuf;
-	c->result = r->result;
-	c->pid = r->pid;
-	c->tid = r->tid;
-	c->dev = r->dev;
-	c->len = r->len;
-	c->flags = r->flags;
-	c->kind = r->kind;
-	c->op = r->op;
-	c->syscall = r->syscall;
-	c->uring_opcode = r->uring_opcode;
-	bpf_ringbuf_submit(c, flags);
-	return 0;
+	if (compact_on) {
+		int first = iot_first_slot(r), last = iot_last_slot(r);
+
+		keep = 1u << IOT_TS_BIO_QUEUE | 1u << IOT_TS_RQ_ISSUE |
+		       1u << (r->ts[IOT_TS_RQ_COMPLETE] ? IOT_TS_RQ_COMPLETE : IOT_TS_BIO_END);
+		if (first >= 0)
+			keep |= 1u << first | 1u << last;
+	}
+	for (int i = 0; i < IOT_TS_MAX; i++) {
+		if (!r->ts[i] || !(keep & (1u << i)))
+			continue;
+		s->w[n & (SREC_WORDS - 1)] = r->ts[i];
+		n++;
+		tm |= 1u << i;
+	}
+	SREC_FIELD(IOT_SF_CGROUP, r->cgroup_id, 0);
+	SREC_FIELD(IOT_SF_INODE, r->inode, 0);
+	SREC_FIELD(IOT_SF_OFFSET, r->offset, IOT_UNKNOWN_U64);
+	SREC_FIELD(IOT_SF_SECTOR, r->sector, IOT_UNKNOWN_U64);
+	SREC_FIELD(IOT_SF_OFFCPU, r->offcpu_ns, 0);
+	SREC_FIELD(IOT_SF_USER_DATA, r->user_data, 0);
+	SREC_FIELD(IOT_SF_VQ_GPA, r->vq_gpa, 0);
+	SREC_FIELD(IOT_SF_URING_CTX, r->uring_ctx, 0);
+	SREC_FIELD(IOT_SF_URING_REQ, r->uring_req, 0);
+	SREC_FIELD(IOT_SF_URING_LINK, r->uring_link, 0);
+	SREC_FIELD(IOT_SF_UBUF, r->ubuf, 0);
+	SREC_FIELD(IOT_SF_RESULT, (__u64)r->result, 0);
+	SREC_FIELD(IOT_SF_ACTOR, (__u64)r->bio_bytes << 32 | r->actor_tid, r->tid);
+	SREC_FIELD(IOT_SF_COUNTS, (__u64)r->pc_dirtied << 48 | (__u64)r->pc_misses << 32 |
+				  (__u64)r->pc_pages << 16 | r->nr_bios, 0);
+	SREC_FIELD(IOT_SF_CQE_SEQ, (__u64)r->driver << 32 | r->cqe_seq, 0);
+	if (!compact_on) {
+		__u32 k = n & (SREC_WORDS - 1);
+
+		if (k <= SREC_WORDS - 2) {
+			__builtin_memcpy(&s->w[k], r->comm, IOT_COMM_LEN);
+			n = k + 2;
+			fm |= 1u << IOT_SF_COMM;
+		}
+	}
+	h = (struct iot_srec *)s->h;
+	h->ts_mask = tm;
+	h->f_mask = fm;
+	h->kind = r->kind;
+	h->op = r->op;
+	h->syscall = r->syscall;
+	h->uring_opcode = r->uring_opcode;
+	h->pid = r->pid;
+	h->tid = r->tid;
+	h->dev = r->dev;
+	h->len = r->len;
+	h->flags = r->flags;
+	h->pad = 0;
+	size = sizeof(s->h) + (__u64)n * sizeof(__u64);
+	if (size > sizeof(*s))
+		return -1;
+	return bpf_ringbuf_output(&events, s, size, flags);
 }
 
 static __always_inline void emit(struct iot_record *r)
@@ -534,7 +589,7 @@ static __always_inline void emit(struct iot_record *r)
 	/* Wake the reader only once a batch is waiting: a wakeup per record costs more than the record. */
 	flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	if (compact_on ? emit_compact(r, flags) : bpf_ringbuf_output(&events, r, sizeof(*r), flags))
+	if (emit_sparse(r, flags))
 		count(IOT_CNT_LOST);
 	else
 		count(IOT_CNT_EMITTED);
@@ -1743,7 +1798,7 @@ static __always_inline void uring_observe(struct io_ring_ctx *ctx)
 	r->ts[IOT_TS_URING_COMPLETE] = bpf_ktime_get_ns();
 	if (!emit_records)
 		return;
-	if (bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+	if (emit_sparse(r, 0))
 		count(IOT_CNT_LOST);
 	else
 		count(IOT_CNT_EMITTED);

@@ -22,6 +22,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include "srec.h"
 #include "tracer.h"
 #include "disks.h"
 #include "names.h"
@@ -42,6 +43,7 @@ struct tracer {
 	struct layer_status layers[IOT_LAYER_MAX];
 	struct disk_set disks;
 	bool fentry_ok, kprobe_ok, tp_btf_ok, use_btf;
+	uint64_t undecodable;		/* records that did not read back (counted as lost) */
 	char err[256];
 };
 
@@ -666,46 +668,17 @@ int tracer__load(struct tracer *t)
 	return 0;
 }
 
-_Static_assert(sizeof(struct iot_crec) == 112 && sizeof(struct iot_crec) < sizeof(struct iot_record),
-	       "a compact record is told apart by its size");
-
-/* A compact record back in full: the stamps and fields it carries, every other one 0. */
-static void crec_expand(struct iot_record *r, const struct iot_crec *c)
-{
-	memset(r, 0, sizeof(*r));
-	for (int i = 0; i < IOT_CREC_TS; i++)
-		if (c->ts_slot[i] < IOT_TS_MAX)
-			r->ts[c->ts_slot[i]] = c->ts[i];
-	r->inode = c->inode;
-	r->offset = c->offset;
-	r->sector = c->sector;
-	r->ubuf = c->ubuf;
-	r->result = c->result;
-	r->pid = c->pid;
-	r->tid = c->tid;
-	r->actor_tid = c->tid;
-	r->dev = c->dev;
-	r->len = c->len;
-	r->flags = c->flags;
-	r->kind = c->kind;
-	r->op = c->op;
-	r->syscall = c->syscall;
-	r->uring_opcode = c->uring_opcode;
-}
-
 static int on_sample(void *ctx, void *data, size_t size)
 {
 	struct tracer *t = ctx;
 	struct iot_record r;
 
-	if (size == sizeof(struct iot_crec)) {
-		crec_expand(&r, data);
-		t->opts.on_record(t->opts.ctx, &r);
+	/* Our own programs wrote it: a record that does not read back is a bug, counted as lost. */
+	if (iot_srec_expand(data, size, &r)) {
+		t->undecodable++;
 		return 0;
 	}
-	if (size < sizeof(struct iot_record))
-		return 0;
-	t->opts.on_record(t->opts.ctx, data);
+	t->opts.on_record(t->opts.ctx, &r);
 	return 0;
 }
 
@@ -805,6 +778,7 @@ int tracer__counters(struct tracer *t, uint64_t ret_counts[IOT_CNT_MAX])
 			sum += vals[c];
 		ret_counts[k] = sum;
 	}
+	ret_counts[IOT_CNT_LOST] += t->undecodable;
 	free(vals);
 	return 0;
 }

@@ -66,8 +66,8 @@ struct tracer_opts {
 	int uring_enter_exit_only;
 	/*
 	 * Records cross the ring buffer in their compact form (struct
-	 * iot_crec): on_record gets only the stamps and fields it carries, the
-	 * rest 0. For a consumer that reads no more than that (host mode's join).
+	 * iot_srec with IOT_SREC_COMPACT_*): on_record gets only the stamps
+	 * and fields host mode's join reads, the rest at their defaults.
 	 */
 	int compact;
 };

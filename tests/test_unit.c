@@ -14,6 +14,7 @@
 #include "output.h"
 #include "record_pb.h"
 #include "sbuf.h"
+#include "srec.h"
 
 #include "check.h"
 
@@ -248,6 +249,93 @@ static void test_sb_u64(void)
 	}
 }
 
+/*
+ * The sparse ring-buffer form as the BPF side writes it (emit_sparse()), by
+ * hand: every stamp and non-default field, words in order.
+ */
+static size_t srec_encode(const struct iot_record *r, __u64 *buf)
+{
+	struct iot_srec *h = (struct iot_srec *)buf;
+	__u64 *w = h->w;
+	uint64_t f[IOT_SF_MAX];
+	uint64_t dflt[IOT_SF_MAX] = { [IOT_SF_OFFSET] = IOT_UNKNOWN_U64, [IOT_SF_SECTOR] = IOT_UNKNOWN_U64,
+				      [IOT_SF_ACTOR] = r->tid };
+	size_t n = 0;
+
+	memset(h, 0, sizeof(*h));
+	for (int i = 0; i < IOT_TS_MAX; i++)
+		if (r->ts[i]) {
+			w[n++] = r->ts[i];
+			h->ts_mask |= 1u << i;
+		}
+	f[IOT_SF_CGROUP] = r->cgroup_id;
+	f[IOT_SF_INODE] = r->inode;
+	f[IOT_SF_OFFSET] = r->offset;
+	f[IOT_SF_SECTOR] = r->sector;
+	f[IOT_SF_OFFCPU] = r->offcpu_ns;
+	f[IOT_SF_USER_DATA] = r->user_data;
+	f[IOT_SF_VQ_GPA] = r->vq_gpa;
+	f[IOT_SF_URING_CTX] = r->uring_ctx;
+	f[IOT_SF_URING_REQ] = r->uring_req;
+	f[IOT_SF_URING_LINK] = r->uring_link;
+	f[IOT_SF_UBUF] = r->ubuf;
+	f[IOT_SF_RESULT] = (uint64_t)r->result;
+	f[IOT_SF_ACTOR] = (uint64_t)r->bio_bytes << 32 | r->actor_tid;
+	f[IOT_SF_COUNTS] = (uint64_t)r->pc_dirtied << 48 | (uint64_t)r->pc_misses << 32 |
+			   (uint64_t)r->pc_pages << 16 | r->nr_bios;
+	f[IOT_SF_CQE_SEQ] = (uint64_t)r->driver << 32 | r->cqe_seq;
+	for (int j = 0; j < IOT_SF_COMM; j++)
+		if (f[j] != dflt[j]) {
+			w[n++] = f[j];
+			h->f_mask |= 1u << j;
+		}
+	memcpy(&w[n], r->comm, IOT_COMM_LEN);
+	n += 2;
+	h->f_mask |= 1u << IOT_SF_COMM;
+	h->kind = r->kind;
+	h->op = r->op;
+	h->syscall = r->syscall;
+	h->uring_opcode = r->uring_opcode;
+	h->pid = r->pid;
+	h->tid = r->tid;
+	h->dev = r->dev;
+	h->len = r->len;
+	h->flags = r->flags;
+	return sizeof(*h) + n * sizeof(uint64_t);
+}
+
+static void test_srec(void)
+{
+	struct iot_record r = sample_record(), back;
+	__u64 buf[64];
+	struct iot_srec *h = (struct iot_srec *)buf;
+	size_t size;
+
+	CHECK(sizeof(struct iot_srec) == 32, "header %zu bytes", sizeof(struct iot_srec));
+	size = srec_encode(&r, buf);
+	CHECK(size < sizeof(r), "a direct read is %zu bytes sparse, %zu whole", size, sizeof(r));
+	CHECK(iot_srec_expand(buf, size, &back) == 0 && !memcmp(&r, &back, sizeof(r)), "round trip is exact");
+
+	/* Defaults: unknown offset and sector, the actor the thread itself; a negative result; no comm. */
+	r.offset = r.sector = IOT_UNKNOWN_U64;
+	r.actor_tid = r.tid;
+	r.result = -5;
+	r.vq_gpa = 0x12345000;
+	r.driver = IOT_DRV_VIRTIO_BLK;
+	size = srec_encode(&r, buf);
+	CHECK(iot_srec_expand(buf, size, &back) == 0 && !memcmp(&r, &back, sizeof(r)), "defaults round trip");
+
+	/* A size that does not match its masks is refused, the record untouched. */
+	memset(&back, 0x5a, sizeof(back));
+	CHECK(iot_srec_expand(buf, size - 8, &back) == -EINVAL, "a word short");
+	CHECK(iot_srec_expand(buf, size + 8, &back) == -EINVAL, "a word more");
+	CHECK(iot_srec_expand(buf, size - 3, &back) == -EINVAL, "not whole words");
+	CHECK(iot_srec_expand(buf, 16, &back) == -EINVAL, "shorter than the header");
+	h->f_mask |= 1u << IOT_SF_MAX;
+	CHECK(iot_srec_expand(buf, size + 8, &back) == -EINVAL, "an unknown field");
+	CHECK(back.pid == 0x5a5a5a5a, "left untouched on failure");
+}
+
 int main(void)
 {
 	test_sb_u64();
@@ -257,6 +345,7 @@ int main(void)
 	test_parse_dev();
 	test_output();
 	test_record_pb();
+	test_srec();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
