@@ -211,6 +211,13 @@ struct corr {
 	int32_t bhead[HB_MAX];
 	struct held *h;
 	uint32_t hfirst, hcount;
+	/*
+	 * The newest hnew held records have no arrival time yet: the next tick
+	 * gives them its own. Each waits hold_ns from then, not from when it
+	 * reached the head of the list (a stuck head would delay each behind it
+	 * by hold_ns more).
+	 */
+	uint32_t hnew;
 	struct fdent fds[FDCACHE_MAX];
 	struct {
 		uint32_t pid;
@@ -1057,6 +1064,7 @@ void corr_guest_record(struct corr *c, int vm_pid, const char *guest, bool guest
 	h = &c->h[(c->hfirst + c->hcount++) & (HOLD_MAX - 1)];
 	memset(h, 0, sizeof(*h));
 	h->arrival = 0;
+	c->hnew++;
 	h->pid = vm_pid;
 	/* Not snprintf: a record's worth of formatting, per record, showed in a profile. */
 	n = strnlen(guest, sizeof(h->guest) - 1);
@@ -1310,6 +1318,8 @@ static void pop_held(struct corr *c)
 	emit(c, &c->h[c->hfirst]);
 	c->hfirst = (c->hfirst + 1) & (HOLD_MAX - 1);
 	c->hcount--;
+	if (c->hnew > c->hcount)
+		c->hnew = c->hcount;
 }
 
 /*
@@ -1337,6 +1347,9 @@ void corr_tick(struct corr *c, uint64_t now)
 {
 	if (c->npending)
 		retry_pending(c, now);
+	for (uint32_t k = c->hcount - c->hnew; k < c->hcount; k++)
+		c->h[(c->hfirst + k) & (HOLD_MAX - 1)].arrival = now;
+	c->hnew = 0;
 	while (c->hcount && resolve(c, &c->h[c->hfirst], now))
 		pop_held(c);
 }

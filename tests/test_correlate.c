@@ -313,6 +313,38 @@ static void test_stale_thread(void)
 	fixture_close(&x);
 }
 
+/*
+ * Guest records whose QEMU request never comes each wait hold_ns from when
+ * they arrived, together, not one after the other from when each reaches the
+ * head of the waiting list: a run of them must not hold up everything
+ * behind for hold_ns apiece (and then push records out of a full list).
+ */
+static void test_hold_from_arrival(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct corr_stats st;
+	uint64_t t = 9000000 * US;
+
+	if (!c)
+		return;
+	for (uint32_t k = 0; k < 5; k++)
+		guest(c, t + k * US, DEV_1, 0x8000 + k * 0x100ull, 200 + k * 8ull);	/* no QEMU request */
+	submit(c, t + 20 * US, BLK_A, 0x9900, 400, 5);
+	guest(c, t + 10 * US, DEV_1, 0x9900, 400);
+	corr_tick(c, t + 300 * US);
+	corr_get_stats(c, &st);
+	CHECK(st.guest[CORR_NO_QEMU_REQ] == 0, "decided before hold_ns: %llu",
+	      (unsigned long long)st.guest[CORR_NO_QEMU_REQ]);
+	/* hold_ns (1 ms here) after they arrived: all five out, and the matched one behind them. */
+	corr_tick(c, t + 1400 * US);
+	corr_get_stats(c, &st);
+	CHECK(st.guest[CORR_NO_QEMU_REQ] == 5 && st.guest[CORR_MATCHED_GPA] == 1,
+	      "one hold_ns after arrival: %llu unmatched, %llu matched (want 5, 1)",
+	      (unsigned long long)st.guest[CORR_NO_QEMU_REQ], (unsigned long long)st.guest[CORR_MATCHED_GPA]);
+	fixture_close(&x);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -350,6 +382,7 @@ int main(void)
 	test_backend_relink();
 	test_lean();
 	test_stale_thread();
+	test_hold_from_arrival();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
