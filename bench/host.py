@@ -188,6 +188,12 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         host.wait(timeout=60)
         corr = [json.loads(l) for l in open(hout) if '"type":"correlation"' in l]
         c = corr[-1] if corr else {}
+        # IOTRACER_KEEP=DIR: the host agent's output of a run that left guest records unmatched, to look at.
+        unmatched = sum(c.get(k, 0) for k in ("no_qemu_request", "key_disagrees", "no_vm", "hold_full"))
+        if unmatched and os.environ.get("IOTRACER_KEEP"):
+            keep = os.path.join(os.environ["IOTRACER_KEEP"], "host-%s-%s-%d.json" % (disk, mode, time.time()))
+            subprocess.run(["cp", hout, keep])
+            print("  %d guest records unmatched: the host agent's output is in %s" % (unmatched, keep), flush=True)
         # Every outcome and loss counter of the join, for a run that did not match everything.
         print("  correlation: " + ", ".join("%s %s" % (k, v) for k, v in sorted(c.items())
                                             if k != "type" and v not in (0, None, "")), flush=True)
@@ -295,15 +301,16 @@ def main():
             rs = res[(label, mode)]
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
+            joined = mode.split(" ")[0] in ("both", "summary")
             lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, mode, med(label, mode, "iops"), med(label, mode, "iops") / off if off else 0.0, med(label, mode, "qemu_us"),
                 "%.2f" % med(label, mode, "agent_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "bpf_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "hits") if mode != "off" else "-",
-                "%d of %d" % (matched, total) if mode in ("both", "summary") else "-",
+                "%d of %d" % (matched, total) if joined else "-",
                 # Fewer guest records than QEMU requests: the guest agent lost some (its line in the log says).
-                "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if mode in ("both", "summary") else "-",
-                "%d" % sum(r.get("with_host_io", 0) for r in rs) if mode in ("both", "summary") else "-",
+                "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if joined else "-",
+                "%d" % sum(r.get("with_host_io", 0) for r in rs) if joined else "-",
                 "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-"))
     if args.compare:
         lines += ["", "Compared: `%s` against `%s` (compared), in the same run. Host CPU per request (BPF and host "

@@ -1617,14 +1617,22 @@ int BPF_PROG(raw_scsi_dispatch_cmd_start, void *cmd)
  * (virtqueue_notify), which may come after several requests were added, and
  * before virtio_queue_rq() returns; the device may even complete it before
  * that return. So requests entering the driver wait in a per-CPU list (the
- * dispatch does not sleep) and the next kick on that CPU stamps them all.
+ * dispatch does not sleep) and the kick that ends their batch stamps them.
+ *
+ * A batch may also end without a kick: with notifications suppressed (event
+ * index) a device already working through the ring takes what is added
+ * without one. Its requests get no kick stamp (the device had them from
+ * their issue on), never the time of some later batch's kick: the next
+ * batch on the CPU drops them from the list, and only virtio-blk's kicks
+ * stamp (another virtio device's on this CPU says nothing about ours).
  */
 #define VIRTIO_PENDING 16
+#define VIRTIO_ID_BLOCK 2
 
 struct iot_rqlist {
 	__u64 rq[VIRTIO_PENDING];
 	__u32 n;
-	__u32 pad;
+	__u32 open;	/* the last request added was not its batch's last (bd->last false) */
 };
 
 PERCPU_SLOT(virtio_pending, struct iot_rqlist, pending_get)
@@ -1636,12 +1644,17 @@ static __always_inline void pending_add(struct iot_rqlist *l, __u64 rq)
 	l->n++;
 }
 
-static __always_inline void virtio_enter_rq(struct request *rq)
+/* A new request enters the driver; bd_last: it ends its batch. */
+static __always_inline void virtio_enter_rq(struct request *rq, bool bd_last)
 {
 	struct iot_rqlist *l = pending_get();
 
-	if (l && rq)
-		pending_add(l, (__u64)rq);
+	if (!l || !rq)
+		return;
+	if (!l->open)
+		l->n = 0;	/* the previous batch ended without a kick */
+	pending_add(l, (__u64)rq);
+	l->open = !bd_last;
 }
 
 /* virtio_queue_rqs(list): a plug flush hands a whole list over at once. */
@@ -1652,6 +1665,9 @@ static __always_inline void virtio_enter_list(void *rqlist)
 
 	if (!l)
 		return;
+	if (!l->open)
+		l->n = 0;	/* the previous batch ended without a kick */
+	l->open = 0;	/* the list is one batch, kicked (or not) before the call returns */
 	/* Both `struct request **` (6.1) and `struct rq_list *` (6.12+) start with the head. */
 	bpf_probe_read_kernel(&rq, sizeof(rq), rqlist);
 	for (int i = 0; i < VIRTIO_PENDING && rq; i++) {
@@ -1660,11 +1676,12 @@ static __always_inline void virtio_enter_list(void *rqlist)
 	}
 }
 
-static __always_inline void virtio_kick(void)
+/* A virtqueue kick by a virtio device of type dev_type (VIRTIO_ID_*). */
+static __always_inline void virtio_kick(__u32 dev_type)
 {
 	struct iot_rqlist *l = pending_get();
 
-	if (!l || !l->n)
+	if (!l || !l->n || dev_type != VIRTIO_ID_BLOCK)
 		return;
 	for (int i = 0; i < VIRTIO_PENDING; i++) {
 		if (i >= l->n)
@@ -1678,7 +1695,7 @@ SEC("fentry/virtio_queue_rq")
 int BPF_PROG(fentry_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
 {
 	if (bd)
-		virtio_enter_rq(BPF_CORE_READ(bd, rq));
+		virtio_enter_rq(BPF_CORE_READ(bd, rq), BPF_CORE_READ(bd, last));
 	return 0;
 }
 
@@ -1694,16 +1711,16 @@ int BPF_PROG(fentry_virtio_queue_rqs)
 }
 
 SEC("fentry/virtqueue_notify")
-int BPF_PROG(fentry_virtqueue_notify)
+int BPF_PROG(fentry_virtqueue_notify, struct virtqueue *vq)
 {
-	virtio_kick();
+	virtio_kick(vq->vdev->id.device);
 	return 0;
 }
 
 SEC("kprobe/virtio_queue_rq")
 int BPF_KPROBE(kprobe_virtio_queue_rq, void *hctx, struct blk_mq_queue_data *bd)
 {
-	virtio_enter_rq(BPF_CORE_READ(bd, rq));
+	virtio_enter_rq(BPF_CORE_READ(bd, rq), BPF_CORE_READ(bd, last));
 	return 0;
 }
 
@@ -1715,9 +1732,9 @@ int BPF_KPROBE(kprobe_virtio_queue_rqs, void *rqlist)
 }
 
 SEC("kprobe/virtqueue_notify")
-int BPF_KPROBE(kprobe_virtqueue_notify)
+int BPF_KPROBE(kprobe_virtqueue_notify, struct virtqueue *vq)
 {
-	virtio_kick();
+	virtio_kick(BPF_CORE_READ(vq, vdev, id.device));
 	return 0;
 }
 

@@ -1005,11 +1005,22 @@ static bool cross_check(const struct qreq *q, const struct iot_record *r)
 	return q->op == r->op && (q->op == IOT_OP_FLUSH || q->sector == r->sector) && (!len || q->len == len);
 }
 
-/* The QEMU request of a guest record: earliest unclaimed with the key, submitted after the guest's kick. */
+/*
+ * The earliest QEMU can have taken the request: virtio_queue_rq() adds it to
+ * the ring right after its issue, and a device already working through the
+ * ring takes it then, with no kick (the kick of a later batch can come
+ * milliseconds after).
+ */
+static uint64_t guest_avail(const struct iot_record *r)
+{
+	return r->ts[IOT_TS_RQ_ISSUE] ? r->ts[IOT_TS_RQ_ISSUE] : guest_kick(r);
+}
+
+/* The QEMU request of a guest record: earliest unclaimed with the key, taken after the guest issued it. */
 static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 {
 	const struct iot_record *r = &h->r;
-	uint64_t tol = h->unc + 2000000, kick = guest_kick(r), end = last_ts(r);
+	uint64_t tol = h->unc + 2000000, avail = guest_avail(r), end = last_ts(r);
 	bool by_gpa = r->vq_gpa != 0, disagree = false;
 	/* The fallback key holds the drive too, where an exact match has shown which one it is. */
 	uint64_t drive = by_gpa ? 0 : pairs_get(&c->drives, h->pid, r->dev);
@@ -1020,21 +1031,21 @@ static enum corr_reason find_qreq(struct corr *c, struct held *h, int32_t *ret)
 	/*
 	 * Chains are newest first. A header address is reused by every request
 	 * of the same slot, so a chain holds the window's history of it: stop
-	 * at the first of this VM's requests taken before the guest's kick.
+	 * at the first of this VM's requests taken before the guest issued it.
 	 */
 	for (int32_t i = qfirst(c, &key, ix); i != NO_IDX; i = qnext(c, i, ix)) {
 		struct qreq *q = &c->q[i];
 
 		if (q->pid != h->pid)
 			continue;
-		if (!h->guest_clock && q->submit_ts + tol < kick)
+		if (!h->guest_clock && q->submit_ts + tol < avail)
 			break;
 		if (q->matched)
 			continue;
 		if (by_gpa ? q->gpa != r->vq_gpa : (q->sector != r->sector || q->op != r->op))
 			continue;
-		/* Time only orders reuse of a key: the request QEMU took after this kick and before the end. */
-		if (!h->guest_clock && (q->submit_ts + tol < kick || q->submit_ts > end + tol))
+		/* Time only orders reuse of a key: the request QEMU took after this issue and before the end. */
+		if (!h->guest_clock && (q->submit_ts + tol < avail || q->submit_ts > end + tol))
 			continue;
 		if (!cross_check(q, r) || (drive && q->blk != drive)) {
 			disagree = true;
