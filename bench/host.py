@@ -33,16 +33,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "qemu-test"))
 sys.path.insert(0, HERE)
 from qtest import build_guest  # noqa: E402
-from overhead import bpf_progs, proc_cpu_ns, proc_minflt, proc_rss_kb  # noqa: E402
+from overhead import Floor, bpf_progs, proc_cpu_ns, proc_minflt, proc_rss_kb  # noqa: E402
 
 
 def max_prog_id():
     return max([p["id"] for p in bpf_progs()] + [0])
 
 
-def bpf_ns_since(base_id):
-    """Kernel time in the BPF programs loaded after base_id, i.e. the host agent's (kernel.bpf_stats_enabled=1)."""
-    return sum(p.get("run_time_ns", 0) for p in bpf_progs() if p["id"] > base_id)
+def bpf_ns_of(ids):
+    """Kernel time so far in the BPF programs of these ids, i.e. the host agent's (kernel.bpf_stats_enabled=1)."""
+    return sum(p.get("run_time_ns", 0) for p in bpf_progs() if p["id"] in ids)
 
 GUEST = r"""
 exec 3<>/dev/virtio-ports/org.iotracer.ctl
@@ -149,7 +149,11 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     q0 = proc_cpu_ns(qpid)
     h0 = proc_cpu_ns(host.pid) if host else 0
     f0 = proc_minflt(host.pid) if host else 0
-    b0 = bpf_ns_since(base_id) if host else 0
+    ours_ids = {p["id"] for p in bpf_progs() if p["id"] > base_id}
+    b0 = bpf_ns_of(ours_ids) if host else 0
+    # mode floor: host tracing with empty twins of our tracepoint programs, for the accounting's own cost.
+    floor = Floor([p for p in bpf_progs() if p["id"] > base_id]) if mode == "floor" else None
+    runs0 = {p["id"]: p.get("run_cnt", 0) for p in bpf_progs() if p["id"] > base_id} if floor else None
     # IOTRACER_PROGSTATS=1: which BPF programs the time goes to (per request, printed).
     p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
           if p["id"] > base_id} if host and os.environ.get("IOTRACER_PROGSTATS") else None
@@ -160,6 +164,10 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         perf = subprocess.Popen(["perf", "record", "-q"] + cg + ["-p", str(host.pid), "-o",
                                  "%s.%s" % (os.environ["IOTRACER_PERF"], disk)], stderr=subprocess.DEVNULL)
     iops, ios = fio_run(ctl, disk, args.seconds)
+    if floor:
+        ours = {p["name"]: p.get("run_cnt", 0) - runs0[p["id"]] for p in bpf_progs() if p["id"] in runs0}
+        floor_ns = floor.ns_per_request(ours, ios)
+        floor.stop()
     if perf:
         perf.send_signal(signal.SIGINT)
         perf.wait()
@@ -176,7 +184,9 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
         res["agent_us"] = (proc_cpu_ns(host.pid) - h0) / ios / 1e3
         # Page faults of the agent per request: a window first touched mid-run costs here.
         res["agent_faults"] = (proc_minflt(host.pid) - f0) / ios
-        res["bpf_us"] = (bpf_ns_since(base_id) - b0) / ios / 1e3
+        res["bpf_us"] = (bpf_ns_of(ours_ids) - b0) / ios / 1e3
+        if floor:
+            res["floor_us"] = floor_ns / 1e3
     stop.set()
     st.join()
     if joined:
@@ -215,8 +225,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=6)
-    ap.add_argument("--modes", default="off,host,both,summary",
-                    help="a subset of off,host,both,summary (for a quick look; the docs' run uses all four)")
+    ap.add_argument("--modes", default="off,host,both,summary,floor",
+                    help="a subset of off,host,both,summary,floor (for a quick look; the docs' run uses all five)")
     ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image)")
     ap.add_argument("--compare", metavar="EXE",
                     help="another iotracer build (an earlier commit's) as the host agent too, alternating with "
@@ -224,7 +234,7 @@ def main():
                     "is --iotracer's in both)")
     args = ap.parse_args()
     labels = [d for d in ("null0", "image0") if d in args.disks.split(",")]
-    modes = tuple(m for m in ("off", "host", "both", "summary") if m in args.modes.split(","))
+    modes = tuple(m for m in ("off", "host", "both", "summary", "floor") if m in args.modes.split(","))
     if not modes or len(modes) != len(args.modes.split(",")):
         ap.error("--modes: a comma-separated subset of off,host,both,summary")
     tracers = [("", args.iotracer)] + ([(" (compared)", args.compare)] if args.compare else [])
@@ -288,11 +298,13 @@ def main():
                  time.strftime("%Y-%m-%d %H:%M"), os.uname().release, os.cpu_count(), args.rounds, args.seconds), "",
              "Modes: off (nothing traced), host (the host agent traces QEMU and the host kernel beneath it), both "
              "(and the guest agent streams every request to it, which the host joins and writes as JSON lines), summary "
-             "(the same, the host keeping only the per-segment histograms: `--summary`).", "",
+             "(the same, the host keeping only the per-segment histograms: `--summary`), floor (as host, with empty "
+             "programs beside ours on the same tracepoints: the per-program accounting's own cost, in the last "
+             "column; the qemu layer's uprobe program has no twin).", "",
              "| disk | mode | guest IOPS | vs off | QEMU CPU per request (us) | host agent CPU per request (us) | "
              "BPF per request (us) | uprobe hits per request | matched (gpa) of guest records | QEMU requests | "
-             "with host I/O | host agent RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "with host I/O | host agent RSS | of the BPF time, the accounting's (us) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none")):
         if label not in labels:
             continue
@@ -302,7 +314,7 @@ def main():
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
             joined = mode.split(" ")[0] in ("both", "summary")
-            lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, mode, med(label, mode, "iops"), med(label, mode, "iops") / off if off else 0.0, med(label, mode, "qemu_us"),
                 "%.2f" % med(label, mode, "agent_us") if mode != "off" else "-",
                 "%.2f" % med(label, mode, "bpf_us") if mode != "off" else "-",
@@ -311,7 +323,8 @@ def main():
                 # Fewer guest records than QEMU requests: the guest agent lost some (its line in the log says).
                 "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if joined else "-",
                 "%d" % sum(r.get("with_host_io", 0) for r in rs) if joined else "-",
-                "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-"))
+                "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-",
+                "%.2f" % med(label, mode, "floor_us") if mode.startswith("floor") else "-"))
     if args.compare:
         lines += ["", "Compared: `%s` against `%s` (compared), in the same run. Host CPU per request (BPF and host "
                   "agent), this build over the compared one, per round (each round runs both, one after the "

@@ -87,6 +87,58 @@ def bpf_runtime_ns(btf_id):
     return ns, cnt
 
 
+# The tracepoint each of our programs runs on, by its name (btf_/raw_ prefixes dropped; sys_* are syscalls:).
+PROG_HOOKS = {"block_rq_complete": "block:block_rq_complete", "block_bio_queue": "block:block_bio_queue",
+              "block_rq_issue": "block:block_rq_issue", "block_rq_insert": "block:block_rq_insert",
+              "io_uring_complete": "io_uring:io_uring_complete", "io_uring_submit_req": "io_uring:io_uring_submit_req",
+              "uring_dio_begin": "iomap:iomap_dio_rw_begin", "irq_handler_entry": "irq:irq_handler_entry",
+              "sched_switch": "sched:sched_switch", "sys_exit_io_uring_enter_only": "syscalls:sys_exit_io_uring_enter"}
+
+
+def prog_hook(name):
+    """category:event of the tracepoint our program `name` runs on, or None (uprobes, rare hooks)."""
+    for pre in ("btf_", "raw_"):
+        if name.startswith(pre):
+            name = name[len(pre):]
+    if name in PROG_HOOKS:
+        return PROG_HOOKS[name]
+    return "syscalls:" + name if name.startswith(("sys_enter_", "sys_exit_")) else None
+
+
+class Floor:
+    """What the kernel's per-program accounting (kernel.bpf_stats_enabled) adds to each run it measures.
+
+    Empty programs ("twins": two instructions, nothing else) on the tracepoints our programs run on, loaded
+    by bpftrace for the length of a run: what the accounting reports for them per run is its own cost (two
+    clock reads, interrupts off and on) at that hook, under the same load. Multiplied by the runs of our
+    programs there, it is the part of their measured time that is the measuring."""
+
+    def __init__(self, progs_before):
+        self.hooks = sorted({h for h in (prog_hook(p.get("name", "")) for p in progs_before) if h})
+        self.proc = None
+        if self.hooks and shutil.which("bpftrace"):
+            self.proc = subprocess.Popen(["bpftrace", "-e", ",".join("tracepoint:" + h for h in self.hooks) + " { }"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(4)  # bpftrace says nothing when it has attached
+        self.t0 = self.twins()
+
+    def twins(self):
+        names = {h.split(":")[1][:15]: h for h in self.hooks}
+        return {names[p["name"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
+                if p.get("name") in names and p.get("bytes_xlated", 99) <= 16}
+
+    def ns_per_request(self, ours, ios):
+        """ours: {prog name: runs}; the accounting's share of their measured time, in ns per request."""
+        t1 = self.twins()
+        per_run = {h: (t1[h][0] - self.t0[h][0]) / max(t1[h][1] - self.t0[h][1], 1) for h in t1 if h in self.t0}
+        return sum(runs * per_run.get(prog_hook(name), 0) for name, runs in ours.items()) / ios
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=30)
+
+
 def proc_minflt(pid):
     """Minor page faults of process pid so far (all its threads)."""
     with open("/proc/%d/stat" % pid) as f:
@@ -163,15 +215,19 @@ def iotracer_cmd(args, out):
     return [args.iotracer, "--no-status", "--json", "-o", out]
 
 
-def measure(args, loop, jobs, tracer_cmd, side_cmd=None):
+def measure(args, loop, jobs, tracer_cmd, side_cmd=None, floor=False):
     """One fio run; machine system CPU and, when traced, the tracer's own CPU, RSS and output. side_cmd (the
-    host agent a guest agent streams to) runs alongside, started first; its CPU is not the tracer's."""
+    host agent a guest agent streams to) runs alongside, started first; its CPU is not the tracer's. floor:
+    empty twins of the tracer's programs run too (Floor), for the accounting's share of its BPF time."""
     t = side = None
     if side_cmd:
         side = Tracer(side_cmd, ready="listening")
     if tracer_cmd:
         t = Tracer(tracer_cmd, ready="layer aio")
         btf = our_btf_id()
+        ours = [p for p in bpf_progs() if p.get("btf_id") == btf]
+        fl = Floor(ours) if floor else None
+        runs0 = {p["id"]: p.get("run_cnt", 0) for p in ours}
         b0 = bpf_runtime_ns(btf)
         c0 = proc_cpu_ns(t.pid)
     samples = []
@@ -198,6 +254,11 @@ def measure(args, loop, jobs, tracer_cmd, side_cmd=None):
         res["own"] = (proc_cpu_ns(t.pid) - c0) / 1e9 / dt * 100
         b1 = bpf_runtime_ns(btf)
         res["bpf"] = (b1[0] - b0[0]) / 1e9 / dt * 100
+        if fl:
+            runs = {p["name"]: p.get("run_cnt", 0) - runs0[p["id"]] for p in bpf_progs() if p["id"] in runs0}
+            # Per second, like the BPF time: the accounting's share of it, in % of one core.
+            res["floor"] = fl.ns_per_request(runs, dt) / 1e9 * 100
+            fl.stop()
         res["bpf_runs"] = (b1[1] - b0[1]) / dt
         res["rss_kb"] = max(samples + [proc_rss_kb(t.pid)[0]])
         t.stop()
@@ -215,7 +276,10 @@ def cpu_bench(args, md):
                ("summary", [args.iotracer, "--no-status", "--summary", "-o", os.path.join(outdir, "s.txt")]),
                # The guest agent as it runs in a VM, streaming every request to a host agent (here over a unix
                # socket, the host only receiving): the guest side of host mode's cost, on a real CPU.
-               ("guest", [args.iotracer, "--mode", "guest", "--connect", "unix:" + os.path.join(outdir, "g.sock")])]
+               ("guest", [args.iotracer, "--mode", "guest", "--connect", "unix:" + os.path.join(outdir, "g.sock")]),
+               # The same with empty twins of its programs (overhead.Floor): the accounting's share of its BPF time.
+               ("guest-floor", [args.iotracer, "--mode", "guest", "--connect",
+                                "unix:" + os.path.join(outdir, "g.sock")])]
     host_cmd = [args.iotracer, "--mode", "host", "--no-qemu", "--listen", "unix:" + os.path.join(outdir, "g.sock"),
                 "--summary", "-o", os.path.join(outdir, "h.txt")]
     md.append("### CPU overhead at 12,000 read + 250 write IOPS (fio psync, loop device over tmpfs)\n")
@@ -225,18 +289,21 @@ def cpu_bench(args, md):
               "every request as a JSON line to a file on tmpfs. *summary*: `--summary`, histograms kept in the "
               "kernel. *guest*: `--mode guest`, every request streamed as protobuf to a host agent over a unix "
               "socket (the host agent, only receiving, is not counted). Added = traced minus untraced. The iotracer process's own share (user + system, from "
-              "/proc/PID/stat) is part of the added time and shown on its own.\n" % (args.reps, args.runtime))
+              "/proc/PID/schedstat) is part of the added time and shown on its own. *guest-floor*: *guest* again, "
+              "with empty programs beside each of its tracepoint programs (bench/overhead.py, Floor): the last "
+              "column is the part of its BPF time that is the kernel's accounting of it.\n" % (args.reps, args.runtime))
     md.append("The direct measure of iotracer's cost is the **BPF time** (the kernel's own accounting of the "
               "time spent in iotracer's programs, `kernel.bpf_stats_enabled=1`) plus the **iotracer process** "
               "CPU: both are exact, and their sum is the *cost* column. The machine-wide difference is shown "
               "too; on this 2-vCPU VM its run-to-run noise (the ± column) is larger than the cost itself.\n")
     md.append("| I/O | mode | cost (% of one core) | BPF time | iotracer process | BPF runs/s | "
-              "machine CPU untraced | machine CPU traced (added) | IOPS untraced / traced |")
-    md.append("|---|---|---|---|---|---|---|---|---|")
+              "machine CPU untraced | machine CPU traced (added) | IOPS untraced / traced | of the BPF time, "
+              "the accounting's |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|")
     variants = [v for v in variants if not args.variants or "%s-%s" % (v[0], v[1]) in args.variants.split(",")]
     configs = [c for c in configs if c[0] == "untraced" or not args.configs or c[0] in args.configs.split(",")]
     loop = Loop(256)
-    rss = {"records": 0, "summary": 0, "guest": 0}
+    rss = {"records": 0, "summary": 0, "guest": 0, "guest-floor": 0}
     m = statistics.mean
     sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     try:
@@ -247,7 +314,8 @@ def cpu_bench(args, md):
             res = {name: [] for name, _ in configs}
             for rep in range(args.reps):
                 for name, cmd in configs:
-                    res[name].append(measure(args, loop, jobs, cmd, host_cmd if name == "guest" else None))
+                    res[name].append(measure(args, loop, jobs, cmd, host_cmd if name.startswith("guest") else None,
+                                             floor=name == "guest-floor"))
             base = [r["cpu"] for r in res["untraced"]]
             for name in [c[0] for c in configs if c[0] != "untraced"]:
                 rs = res[name]
@@ -255,10 +323,11 @@ def cpu_bench(args, md):
                 bpf, own = m([r["bpf"] for r in rs]), m([r["own"] for r in rs])
                 rss[name] = max([rss[name]] + [r["rss_kb"] for r in rs])
                 md.append("| %s %s | %s | **%.2f** | %.2f | %.2f | %.0f | %.2f ± %.2f | %.2f ± %.2f (%+.2f) | "
-                          "%.0f / %.0f |" % (
+                          "%.0f / %.0f | %s |" % (
                               mode, rd, name, bpf + own, bpf, own, m([r["bpf_runs"] for r in rs]), m(base),
                               sd(base), m(xs), sd(xs), m(xs) - m(base), m([r["iops"] for r in res["untraced"]]),
-                              m([r["iops"] for r in rs])))
+                              m([r["iops"] for r in rs]),
+                              "%.2f" % m([r["floor"] for r in rs]) if "floor" in rs[0] else "-"))
                 print(md[-1], flush=True)
     finally:
         loop.close()
