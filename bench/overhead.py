@@ -280,6 +280,9 @@ def cpu_bench(args, md):
                # The same with empty twins of its programs (overhead.Floor): the accounting's share of its BPF time.
                ("guest-floor", [args.iotracer, "--mode", "guest", "--connect",
                                 "unix:" + os.path.join(outdir, "g.sock")])]
+    if args.compare:
+        # Another build (an earlier commit's), interleaved with this one in every repetition.
+        configs += [(name + " (compared)", [args.compare] + cmd[1:]) for name, cmd in configs[1:4]]
     host_cmd = [args.iotracer, "--mode", "host", "--no-qemu", "--listen", "unix:" + os.path.join(outdir, "g.sock"),
                 "--summary", "-o", os.path.join(outdir, "h.txt")]
     md.append("### CPU overhead at 12,000 read + 250 write IOPS (fio psync, loop device over tmpfs)\n")
@@ -301,9 +304,10 @@ def cpu_bench(args, md):
               "the accounting's |")
     md.append("|---|---|---|---|---|---|---|---|---|---|")
     variants = [v for v in variants if not args.variants or "%s-%s" % (v[0], v[1]) in args.variants.split(",")]
-    configs = [c for c in configs if c[0] == "untraced" or not args.configs or c[0] in args.configs.split(",")]
+    configs = [c for c in configs if c[0] == "untraced" or not args.configs or
+               c[0].split(" ")[0] in args.configs.split(",")]
     loop = Loop(256)
-    rss = {"records": 0, "summary": 0, "guest": 0, "guest-floor": 0}
+    rss = {name: 0 for name, _ in configs}
     m = statistics.mean
     sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     try:
@@ -332,9 +336,8 @@ def cpu_bench(args, md):
     finally:
         loop.close()
         shutil.rmtree(outdir, ignore_errors=True)
-    md.append("\nPeak resident memory (VmRSS, sampled every 0.25 s) of the iotracer process during these runs: "
-              "**%.1f MiB** writing records, **%.1f MiB** with `--summary`, **%.1f MiB** as a guest agent.\n" % (
-                  rss["records"] / 1024, rss["summary"] / 1024, rss["guest"] / 1024))
+    md.append("\nPeak resident memory (VmRSS, sampled every 0.25 s) of the iotracer process during these runs: " +
+              ", ".join("**%.1f MiB** %s" % (kb / 1024, name) for name, kb in rss.items() if kb) + ".\n")
 
 
 def iops_bench(args, md):
@@ -388,7 +391,10 @@ def main():
     ap.add_argument("--variants", default="",
                     help="cpu: a subset of direct-randread,direct-read,buffered-randread,buffered-read (a quick "
                     "look; the docs' run uses all four)")
-    ap.add_argument("--configs", default="", help="cpu: a subset of records,summary,guest (untraced always runs)")
+    ap.add_argument("--configs", default="",
+                    help="cpu: a subset of records,summary,guest,guest-floor (untraced always runs)")
+    ap.add_argument("--compare", metavar="EXE", help="cpu: another iotracer build, its records, summary and guest "
+                    "configurations interleaved with this one's in every repetition")
     ap.add_argument("what", nargs="*", default=["cpu", "iops"])
     args = ap.parse_args()
     if os.geteuid() != 0:
