@@ -324,6 +324,14 @@ def main():
         except Fail as e:
             print("FAIL: %s" % e)
             print("--- host stderr tail ---\n" + herr_text[-3000:])
+            # The host agent's whole output, for a failure that does not come back on the next run.
+            keep = os.path.join(build, "qemu-test", "logs", "test-host-failed-%d.json" % int(time.time()))
+            try:
+                os.makedirs(os.path.dirname(keep), exist_ok=True)
+                shutil.copy(os.path.join(tmp, "host.json"), keep)
+                print("the host agent's output: %s" % keep)
+            except OSError as err:
+                print("the host agent's output could not be kept: %s" % err)
             return 1
         c = corr[0]
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched in its own "
