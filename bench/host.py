@@ -166,7 +166,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     iops, ios = fio_run(ctl, disk, args.seconds)
     if floor:
         ours = {p["name"]: p.get("run_cnt", 0) - runs0[p["id"]] for p in bpf_progs() if p["id"] in runs0}
-        floor_ns = floor.ns_per_request(ours, ios)
+        floor_ns = floor.share_ns(ours, ios)
         floor.stop()
     if perf:
         perf.send_signal(signal.SIGINT)

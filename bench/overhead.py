@@ -127,11 +127,12 @@ class Floor:
         return {names[p["name"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
                 if p.get("name") in names and p.get("bytes_xlated", 99) <= 16}
 
-    def ns_per_request(self, ours, ios):
-        """ours: {prog name: runs}; the accounting's share of their measured time, in ns per request."""
+    def share_ns(self, ours, per):
+        """ours: {prog name: runs}; the accounting's share of their measured time in ns, divided by per (the
+        requests, for ns per request; the seconds, for ns per second)."""
         t1 = self.twins()
         per_run = {h: (t1[h][0] - self.t0[h][0]) / max(t1[h][1] - self.t0[h][1], 1) for h in t1 if h in self.t0}
-        return sum(runs * per_run.get(prog_hook(name), 0) for name, runs in ours.items()) / ios
+        return sum(runs * per_run.get(prog_hook(name), 0) for name, runs in ours.items()) / per
 
     def stop(self):
         if self.proc:
@@ -257,7 +258,7 @@ def measure(args, loop, jobs, tracer_cmd, side_cmd=None, floor=False):
         if fl:
             runs = {p["name"]: p.get("run_cnt", 0) - runs0[p["id"]] for p in bpf_progs() if p["id"] in runs0}
             # Per second, like the BPF time: the accounting's share of it, in % of one core.
-            res["floor"] = fl.ns_per_request(runs, dt) / 1e9 * 100
+            res["floor"] = fl.share_ns(runs, dt) / 1e9 * 100
             fl.stop()
         res["bpf_runs"] = (b1[1] - b0[1]) / dt
         res["rss_kb"] = max(samples + [proc_rss_kb(t.pid)[0]])

@@ -189,7 +189,6 @@ struct iot_srec {
 	__u64 w[];
 };
 
-#define IOT_SREC_WORDS_MAX (IOT_TS_MAX + IOT_SF_MAX + 1)
 /* What host mode's join reads (the stamps: the first, the last, the first bio's queueing, issue, end). */
 #define IOT_SREC_COMPACT_FIELDS \
 	(1u << IOT_SF_INODE | 1u << IOT_SF_OFFSET | 1u << IOT_SF_SECTOR | 1u << IOT_SF_UBUF | 1u << IOT_SF_RESULT)
