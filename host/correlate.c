@@ -553,7 +553,13 @@ static struct fdent *fd_info(struct corr *c, uint32_t pid, int fd)
 	return f;
 }
 
-/* Where a file offset lies on the disk (sector), or IOT_UNKNOWN_U64 (a hole, or no FIEMAP). */
+/*
+ * Where a file offset lies on the disk (sector), or IOT_UNKNOWN_U64 (a hole,
+ * delayed allocation, or no FIEMAP). An unwritten extent is placed: QEMU
+ * zero-fills a new qcow2 cluster with fallocate and writes its data into
+ * it, and the file system marks it written only after the I/O, maybe long
+ * after (tests/test_correlate.c, test_native_unwritten).
+ */
 static uint64_t file_sector(struct fdent *f, uint64_t offset, uint64_t len)
 {
 	struct {
@@ -573,7 +579,7 @@ static uint64_t file_sector(struct fdent *f, uint64_t offset, uint64_t len)
 	m.fm.fm_extent_count = 1;
 	if (ioctl(f->own_fd, FS_IOC_FIEMAP, &m.fm) || m.fm.fm_mapped_extents < 1)
 		return IOT_UNKNOWN_U64;
-	if (m.fe[0].fe_logical > offset || (m.fe[0].fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_UNWRITTEN)))
+	if (m.fe[0].fe_logical > offset || (m.fe[0].fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC)))
 		return IOT_UNKNOWN_U64;
 	return (m.fe[0].fe_physical + (offset - m.fe[0].fe_logical)) / 512 + f->part_start;
 }

@@ -9,7 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include "check.h"
 #include "../host/correlate.h"
 
@@ -43,7 +49,7 @@ static void backend(struct corr *c, uint64_t ts, uint32_t named, uint64_t named_
 	corr_qemu_event(c, &e);
 }
 
-static void guest(struct corr *c, uint64_t kick, uint32_t dev, uint64_t gpa, uint64_t sector)
+static void guest_of(struct corr *c, int vm, uint64_t kick, uint32_t dev, uint64_t gpa, uint64_t sector)
 {
 	struct iot_record r = { .kind = IOT_KIND_SYSCALL, .op = IOT_OP_READ, .syscall = IOT_SYS_PREAD64,
 				.driver = IOT_DRV_VIRTIO_BLK, .pid = 7, .tid = 7, .dev = dev, .sector = sector,
@@ -57,7 +63,12 @@ static void guest(struct corr *c, uint64_t kick, uint32_t dev, uint64_t gpa, uin
 	r.ts[IOT_TS_IRQ] = kick + 200 * US;
 	r.ts[IOT_TS_RQ_COMPLETE] = kick + 205 * US;
 	r.ts[IOT_TS_SYSCALL_EXIT] = kick + 210 * US;
-	corr_guest_record(c, VM, "qemu:100/vm", false, 0, &r);
+	corr_guest_record(c, vm, "qemu:vm", false, 0, &r);
+}
+
+static void guest(struct corr *c, uint64_t kick, uint32_t dev, uint64_t gpa, uint64_t sector)
+{
+	guest_of(c, VM, kick, dev, gpa, sector);
 }
 
 /* The "head" QEMU gave the request the guest record of this sector was joined to, or -1; its match key. */
@@ -377,6 +388,82 @@ static void test_taken_before_kick(void)
 	fixture_close(&x);
 }
 
+/*
+ * aio=native on qcow2: QEMU zero-fills a new cluster with fallocate, which
+ * leaves it allocated but unwritten, then writes the data into it. The
+ * blocks are placed: the Linux AIO bio lands on them and must be tied to
+ * the backend call, however long the file system takes to mark the extent
+ * written after the I/O.
+ */
+static void test_native_unwritten(void)
+{
+	struct {
+		struct fiemap fm;
+		struct fiemap_extent fe[1];
+	} m = { .fm = { .fm_start = 0, .fm_length = 1 << 20, .fm_extent_count = 1 } };
+	char path[] = "test-native-XXXXXX", sys[128], got[64];
+	uint32_t me = getpid();
+	uint64_t t = 40000000 * US, part = 0, sector;
+	struct iot_qemu_event q = { .ts = t + 10 * US, .pid = me, .tid = me, .type = IOT_QEV_SUBMIT,
+				    .op = IOT_OP_READ, .nreqs = 1, .flags = IOT_QF_LAYOUT_OK, .blk = BLK_A,
+				    .offset = 80 * 512, .bytes = 4096, .req = 0x5000 + 50, .iov = IOV_OF(50) };
+	struct iot_qemu_event e = { .ts = t + 11 * US, .pid = me, .tid = me, .type = IOT_QEV_BACKEND,
+				    .op = 0x1 /* QEMU_AIO_READ */, .offset = 64 << 10, .bytes = 4096,
+				    .req = 0x5000 + 50, .req_ts = t + 10 * US, .backend = IOT_QB_NATIVE,
+				    .iov = IOV_OF(50) };
+	struct iot_record r = { .kind = IOT_KIND_AIO, .op = IOT_OP_READ, .pid = me, .tid = me, .len = 4096,
+				.result = 4096, .offset = IOT_UNKNOWN_U64, .nr_bios = 1, .bio_bytes = 4096 };
+	struct corr_stats st;
+	struct fixture x;
+	struct stat sb;
+	struct corr *c;
+	FILE *sf;
+	int fd = mkstemp(path);
+
+	if (fd < 0 || fallocate(fd, 0, 0, 1 << 20) || ioctl(fd, FS_IOC_FIEMAP, &m.fm) ||
+	    m.fm.fm_mapped_extents < 1 || !(m.fe[0].fe_flags & FIEMAP_EXTENT_UNWRITTEN) || fstat(fd, &sb)) {
+		printf("SKIP test_native_unwritten: no unwritten extent from fallocate on this file system\n");
+		if (fd >= 0) {
+			close(fd);
+			unlink(path);
+		}
+		return;
+	}
+	unlink(path);
+	snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/start", major(sb.st_dev), minor(sb.st_dev));
+	sf = fopen(sys, "re");
+	if (sf) {
+		if (fscanf(sf, "%llu", (unsigned long long *)&part) != 1)
+			part = 0;
+		fclose(sf);
+	}
+	sector = (m.fe[0].fe_physical + (64 << 10)) / 512 + part;
+	c = fixture_open(&x);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	q.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + 50, .gpa = 0x7400, .sector = 80, .qiov_size = 4096,
+					   .head = 50, .type = 0 };
+	e.fd = fd;
+	corr_qemu_event(c, &q);
+	corr_qemu_event(c, &e);
+	r.dev = (major(sb.st_dev) << 20) | minor(sb.st_dev);
+	r.sector = sector;
+	r.ts[IOT_TS_BIO_QUEUE] = t + 12 * US;
+	r.ts[IOT_TS_RQ_ISSUE] = t + 13 * US;
+	r.ts[IOT_TS_RQ_COMPLETE] = t + 80 * US;
+	corr_host_record(c, &r);		/* the extent is still unwritten */
+	guest_of(c, me, t, DEV_1, 0x7400, 80);
+	corr_tick(c, t + 100000 * US);
+	corr_get_stats(c, &st);
+	host_io_of(fixture_text(&x), 80, got, sizeof(got));
+	CHECK(st.host_linked == 1 && strcmp(got, "none"), "Linux AIO into an unwritten extent: %s, %llu linked",
+	      got, (unsigned long long)st.host_linked);
+	fixture_close(&x);
+	close(fd);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -416,6 +503,7 @@ int main(void)
 	test_stale_thread();
 	test_hold_from_arrival();
 	test_taken_before_kick();
+	test_native_unwritten();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
