@@ -27,13 +27,16 @@
 int ucost_sub(int x);
 int ucost_push(int x);
 int ucost_jcc(int x);
+int ucost_nop5(int x);
 __asm__(".text\n"
 	".globl ucost_sub\n.type ucost_sub,@function\nucost_sub:\n"
 	"  sub $8,%rsp\n  lea 1(%rdi),%eax\n  add $8,%rsp\n  ret\n.size ucost_sub,.-ucost_sub\n"
 	".globl ucost_push\n.type ucost_push,@function\nucost_push:\n"
 	"  push %r15\n  lea 1(%rdi),%eax\n  pop %r15\n  ret\n.size ucost_push,.-ucost_push\n"
 	".globl ucost_jcc\n.type ucost_jcc,@function\nucost_jcc:\n"
-	"  test %edi,%edi\n  js 1f\n1:\n  lea 1(%rdi),%eax\n  ret\n.size ucost_jcc,.-ucost_jcc\n");
+	"  test %edi,%edi\n  js 1f\n1:\n  lea 1(%rdi),%eax\n  ret\n.size ucost_jcc,.-ucost_jcc\n"
+	".globl ucost_nop5\n.type ucost_nop5,@function\nucost_nop5:\n"
+	"  .byte 0x0f,0x1f,0x44,0x00,0x00\n  lea 1(%rdi),%eax\n  ret\n.size ucost_nop5,.-ucost_nop5\n");
 
 static const struct {
 	const char *func;
@@ -44,6 +47,7 @@ static const struct {
 	{ "ucost_sub", ucost_sub, 0, "sub $8,%rsp (single-stepped: blk_aio_* entry)" },
 	{ "ucost_push", ucost_push, 0, "push %r15 (emulated: luring_co_submit entry)" },
 	{ "ucost_jcc", ucost_jcc, 2, "js (emulated)" },
+	{ "ucost_nop5", ucost_nop5, 0, "nopl 0(%rax,%rax) (5-byte nop: optimized where the kernel can)" },
 };
 
 static double ns_per_call(int (*fn)(int), long n)
