@@ -15,10 +15,19 @@
  * element's first out descriptor), and the virtqueue head index. Offsets
  * come from user space's per-version table (struct iot_qemu_layout), and
  * each read is checked against the call's own arguments (IOT_QF_LAYOUT_OK).
+ *
+ * A QEMU built with USDT probes (the dtrace trace backend, as Fedora and
+ * RHEL build it) is probed at its trace points instead where they say the
+ * same: virtio_blk_handle_read/write for each request as virtio-blk takes
+ * it, and virtio_blk_submit_multireq for requests it merges. A USDT site is
+ * a nop, emulated in the one trap whatever the compiler made of the code
+ * around it. Flushes and backend calls have no trace point that carries
+ * what the join needs, and keep their uprobes.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/usdt.bpf.h>
 #include "record.h"
 #include "qemu_event.h"
 
@@ -168,7 +177,7 @@ static __always_inline __u64 copied_u64(const __u8 *b, __u32 n, __u64 base, __u6
 	return read_u64(addr);
 }
 
-static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque)
+static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque, __u16 flags)
 {
 	struct iot_qemu_event *e;
 	struct cur_submit cur, *slot;
@@ -197,7 +206,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 	e->tid = tid;
 	e->type = IOT_QEV_SUBMIT;
 	e->op = op;
-	e->flags = 0;
+	e->flags = flags;
 	e->blk = blk;
 	e->offset = offset;
 	e->req = opaque;
@@ -285,20 +294,103 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 SEC("uprobe")
 int qemu_blk_aio_preadv(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5));
+	return on_submit(IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0);
 }
 
 SEC("uprobe")
 int qemu_blk_aio_pwritev(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5));
+	return on_submit(IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0);
 }
 
 /* blk_aio_flush(BlockBackend *blk, cb, void *opaque) */
 SEC("uprobe")
 int qemu_blk_aio_flush(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2));
+	return on_submit(IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2), 0);
+}
+
+/*
+ * USDT virtio_blk_handle_read/write(void *vdev, void *req, uint64_t sector,
+ * size_t nsectors): the request as virtio-blk takes it, its own I/O vector
+ * at req + L.req_qiov. The drive is named by its VirtIODevice (one per
+ * BlockBackend for virtio-blk).
+ */
+SEC("usdt")
+int BPF_USDT(qemu_usdt_read, void *vdev, void *req, __u64 sector, __u64 nsectors)
+{
+	return on_submit(IOT_OP_READ, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req, IOT_QF_USDT);
+}
+
+SEC("usdt")
+int BPF_USDT(qemu_usdt_write, void *vdev, void *req, __u64 sector, __u64 nsectors)
+{
+	return on_submit(IOT_OP_WRITE, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req, IOT_QF_USDT);
+}
+
+/*
+ * USDT virtio_blk_submit_multireq(void *vdev, void *mrb, int start,
+ * int num_reqs, uint64_t offset, size_t size, bool is_write): requests
+ * mrb->reqs[start..start + num_reqs) go down as one call, with the first
+ * one's I/O vector rebuilt to hold them all. The backend calls follow on
+ * this thread: the first request is the thread's submit from here.
+ */
+SEC("usdt")
+int BPF_USDT(qemu_usdt_merge, void *vdev, void *mrb, int start, int num_reqs, __u64 offset, __u64 size,
+	     int is_write)
+{
+	struct cur_submit cur, *slot;
+	struct iot_qemu_event *e;
+	__u32 pid, tid, zero = 0, n;
+	__u64 base, size_out;
+	__u8 how = traced(&pid, &tid);
+
+	if (!how || num_reqs < 2 || start < 0 || start >= 32)
+		return 0;
+	e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, IOT_QEMU_EVENT_BACKEND_SIZE);
+	e->ts = bpf_ktime_get_ns();
+	e->pid = pid;
+	e->tid = tid;
+	e->type = IOT_QEV_MERGE;
+	e->op = is_write ? IOT_OP_WRITE : IOT_OP_READ;
+	e->flags = IOT_QF_USDT;
+	e->blk = (__u64)vdev;
+	e->offset = offset;
+	e->bytes = size;
+	e->fd = -1;
+	n = num_reqs > IOT_QEMU_CHAIN_MAX ? IOT_QEMU_CHAIN_MAX : num_reqs;
+	if (num_reqs > IOT_QEMU_CHAIN_MAX)
+		e->flags |= IOT_QF_CHAIN_TRUNC;
+	base = (__u64)mrb + L.mrb_reqs + (__u64)start * 8;
+	for (__u32 i = 0; i < IOT_QEMU_CHAIN_MAX; i++) {
+		if (i >= n)
+			break;
+		__builtin_memset(&e->reqs[i], 0, sizeof(e->reqs[i]));
+		e->reqs[i].req = read_u64(base + i * 8);
+	}
+	e->nreqs = n;
+	e->req = e->reqs[0].req;
+	if (e->req)
+		e->iov = read_u64(e->req + L.req_qiov + L.qiov_iov);
+	cur.req = e->req;
+	cur.ts = e->ts;
+	if (!(how & IOT_QPID_NO_BACKEND)) {
+		slot = bpf_map_lookup_elem(&cur_req, &tid);
+		if (slot)
+			*slot = cur;
+		else
+			bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
+	}
+	count(IOT_QCNT_MERGES);
+	size_out = IOT_QEMU_EVENT_BACKEND_SIZE + (__u64)n * sizeof(struct iot_qemu_req);
+	if (size_out > sizeof(*e))
+		size_out = sizeof(*e);
+	if (bpf_ringbuf_output(&qevents, e, size_out, wakeup_flag()))
+		count(IOT_QCNT_LOST);
+	return 0;
 }
 
 static __always_inline int on_backend(__u32 backend, __s32 fd, __u64 offset, __u64 bytes, __u16 type,

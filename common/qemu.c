@@ -35,6 +35,8 @@ static const struct {
 		.req_sector_num = 56, .req_out_type = 136, .req_out_sector = 144, .req_qiov = 152, .req_mr_next = 208,
 		/* QEMUIOVector: iov, niov, union { nalloc + local_iov, size at local_iov.iov_len } */
 		.qiov_iov = 0, .qiov_size = 32,
+		/* MultiReqBuffer: reqs[32], num_reqs, is_write */
+		.mrb_reqs = 0,
 		/* RawPosixAIOData: bs, aio_type, aio_fildes, aio_offset, aio_nbytes, io.iov */
 		.rawaio_type = 8, .rawaio_fd = 12, .rawaio_offset = 16, .rawaio_nbytes = 24, .rawaio_iov = 32,
 		/* thread_pool_submit_aio(pool, func, arg, cb, opaque) */
@@ -274,7 +276,7 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 struct qemu_tracer {
 	struct qemu_bpf *skel;
 	struct ring_buffer *rb;
-	struct bpf_link *links[8];
+	struct bpf_link *links[12];
 	int nlinks;
 	struct qemu_probe plan[8];
 	int nplan;
@@ -287,6 +289,7 @@ struct qemu_tracer {
 	int npids;
 	char exe[256];
 	char notes[160];	/* functions probed at a single-stepped entry */
+	bool usdt;		/* reads and writes through the binary's USDT probes */
 	qemu_event_fn fn;
 	void *ctx;
 };
@@ -298,8 +301,8 @@ static int on_qevent(void *ctx, void *data, size_t len)
 
 	if (len < IOT_QEMU_EVENT_BACKEND_SIZE)
 		return 0;
-	/* A backend event is its header; a submit, its header and the nreqs requests it holds. */
-	if (e->type == IOT_QEV_SUBMIT &&
+	/* A backend event is its header; a submit or a merge, its header and the nreqs requests it holds. */
+	if ((e->type == IOT_QEV_SUBMIT || e->type == IOT_QEV_MERGE) &&
 	    (!e->nreqs || e->nreqs > IOT_QEMU_CHAIN_MAX ||
 	     len < IOT_QEMU_EVENT_BACKEND_SIZE + e->nreqs * sizeof(struct iot_qemu_req)))
 		return 0;
@@ -324,6 +327,7 @@ struct probe_site {
 	uint8_t lead_len;
 	uint8_t off;		/* where that instruction starts */
 	bool backend;		/* a backend call: probed only in processes that need it */
+	bool usdt_replaced;	/* not probed in a binary with the USDT probes (usdt_sites) */
 };
 
 /* sub $8,%rsp; mov 0x20(%rdx),%rax; test %rax,%rax; js; push %r9 */
@@ -336,8 +340,8 @@ static const uint8_t lead_blk_aio_flush[] = { 0x48, 0x83, 0xec, 0x08, 0x45, 0x31
 
 static const struct probe_site probe_sites[] = {
 	/* QEMU 7.2, Debian 12: rdi, rsi, rdx and r9, the arguments read, untouched before the push. */
-	{ "blk_aio_preadv", "qemu_blk_aio_preadv", LEAD(lead_blk_aio_rw), 13 },
-	{ "blk_aio_pwritev", "qemu_blk_aio_pwritev", LEAD(lead_blk_aio_rw), 13 },
+	{ "blk_aio_preadv", "qemu_blk_aio_preadv", LEAD(lead_blk_aio_rw), 13, false, true },
+	{ "blk_aio_pwritev", "qemu_blk_aio_pwritev", LEAD(lead_blk_aio_rw), 13, false, true },
 	/* rdi and rdx untouched before the push. */
 	{ "blk_aio_flush", "qemu_blk_aio_flush", LEAD(lead_blk_aio_flush), 16 },
 	/* These begin with a push. */
@@ -437,6 +441,75 @@ static uint32_t probe_offset(const struct probe_site *s, const uint8_t lead[LEAD
 	return 0;
 }
 
+/* The USDT probes that replace the blk_aio_preadv/pwritev uprobes, all needed. */
+static const struct {
+	const char *name;
+	const char *prog;
+} usdt_sites[] = {
+	{ "virtio_blk_handle_read", "qemu_usdt_read" },
+	{ "virtio_blk_handle_write", "qemu_usdt_write" },
+	{ "virtio_blk_submit_multireq", "qemu_usdt_merge" },
+};
+
+#define USDT_N (sizeof(usdt_sites) / sizeof(usdt_sites[0]))
+
+bool qemu_has_usdt(const char *exe)
+{
+	bool have[USDT_N] = { false };
+	Elf_Scn *scn = NULL;
+	size_t nhave = 0, shstrndx;
+	Elf *e;
+	int fd;
+
+	if (elf_version(EV_CURRENT) == EV_NONE)
+		return false;
+	fd = open(exe, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	e = elf_begin(fd, ELF_C_READ, NULL);
+	if (!e || elf_kind(e) != ELF_K_ELF || elf_getshdrstrndx(e, &shstrndx)) {
+		elf_end(e);
+		close(fd);
+		return false;
+	}
+	while ((scn = elf_nextscn(e, scn))) {
+		const char *sname;
+		Elf_Data *data;
+		GElf_Nhdr nh;
+		GElf_Shdr sh;
+		size_t off = 0, name_off, desc_off;
+
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_NOTE ||
+		    !(sname = elf_strptr(e, shstrndx, sh.sh_name)) || strcmp(sname, ".note.stapsdt") ||
+		    !(data = elf_getdata(scn, NULL)))
+			continue;
+		/* Each note: "stapsdt", type 3; pc, base, semaphore; then provider, name, arguments. */
+		while ((off = gelf_getnote(data, off, &nh, &name_off, &desc_off)) > 0) {
+			const char *d = (const char *)data->d_buf + desc_off, *prov, *name;
+			size_t plen;
+
+			if (nh.n_type != 3 || nh.n_descsz < 3 * 8 + 4 || desc_off + nh.n_descsz > data->d_size ||
+			    memcmp((const char *)data->d_buf + name_off, "stapsdt", 8))
+				continue;
+			prov = d + 3 * 8;
+			plen = strnlen(prov, nh.n_descsz - 3 * 8);
+			if (plen + 1 >= nh.n_descsz - 3 * 8 || strcmp(prov, "qemu"))
+				continue;
+			name = prov + plen + 1;
+			if (!memchr(name, 0, nh.n_descsz - 3 * 8 - plen - 1))
+				continue;
+			for (size_t i = 0; i < USDT_N; i++)
+				if (!have[i] && !strcmp(name, usdt_sites[i].name)) {
+					have[i] = true;
+					nhave++;
+				}
+		}
+	}
+	elf_end(e);
+	close(fd);
+	return nhave == USDT_N;
+}
+
 int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max)
 {
 	uint8_t lead[PROBES_N][LEAD_MAX];
@@ -453,6 +526,7 @@ int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max)
 		ret[i].prog = probe_sites[i].prog;
 		ret[i].found = found[i];
 		ret[i].backend = probe_sites[i].backend;
+		ret[i].usdt_replaced = probe_sites[i].usdt_replaced;
 		ret[i].off = probe_offset(&probe_sites[i], lead[i], found[i], &ret[i].stepped);
 	}
 	return PROBES_N;
@@ -518,8 +592,21 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		goto fail;
 	}
 	_Static_assert(PROBES_N <= sizeof(q->plan) / sizeof(q->plan[0]), "probe plan");
+	_Static_assert(PROBES_N + USDT_N <= sizeof(q->links) / sizeof(q->links[0]), "links");
 	memcpy(q->plan, plan, sizeof(plan));
 	q->nplan = PROBES_N;
+	q->usdt = qemu_has_usdt(exe);
+	for (size_t i = 0; q->usdt && i < USDT_N; i++) {
+		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, usdt_sites[i].prog);
+		struct bpf_link *l = p ? bpf_program__attach_usdt(p, -1, exe, "qemu", usdt_sites[i].name, NULL) : NULL;
+
+		if (!l) {
+			snprintf(err, errlen, "%s: cannot attach to its USDT probe qemu:%s: %s", exe, usdt_sites[i].name,
+				 strerror(errno));
+			goto fail;
+		}
+		q->links[q->nlinks++] = l;
+	}
 	for (size_t i = 0; i < PROBES_N; i++) {
 		const struct qemu_probe *pp = &plan[i];
 		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = pp->func);
@@ -528,6 +615,9 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 
 		/* Backend calls are probed in the processes that need them (qemu_tracer__add_pid). */
 		if (pp->backend)
+			continue;
+		/* Reads and writes come from the USDT probes where the binary has them. */
+		if (q->usdt && pp->usdt_replaced)
 			continue;
 		p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
 		l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, pp->off, &uo) : NULL;
@@ -555,6 +645,11 @@ fail:
 const char *qemu_tracer__stepped(const struct qemu_tracer *q)
 {
 	return q->notes;
+}
+
+bool qemu_tracer__usdt(const struct qemu_tracer *q)
+{
+	return q->usdt;
 }
 
 const char *qemu_tracer__exe(const struct qemu_tracer *q)

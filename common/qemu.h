@@ -82,8 +82,16 @@ struct qemu_probe {
 	bool found;		/* the symbol is in the binary */
 	bool stepped;
 	bool backend;		/* a file-posix backend call (thread pool, io_uring, Linux AIO) */
+	bool usdt_replaced;	/* not probed where the binary has the USDT probes (qemu_has_usdt) */
 };
 int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max);
+/*
+ * Does the QEMU binary exe have the USDT probes (dtrace trace backend) that
+ * report virtio-blk's reads and writes: virtio_blk_handle_read/write and
+ * virtio_blk_submit_multireq? Then they are used instead of the
+ * blk_aio_preadv/pwritev uprobes.
+ */
+bool qemu_has_usdt(const char *exe);
 
 /* The qemu layer on one QEMU binary (every process running it; only added pids report). */
 typedef void (*qemu_event_fn)(void *ctx, const struct iot_qemu_event *e);
@@ -91,6 +99,8 @@ struct qemu_tracer;
 struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen);
 const char *qemu_tracer__exe(const struct qemu_tracer *q);
+/* Are reads and writes probed through the binary's USDT probes? */
+bool qemu_tracer__usdt(const struct qemu_tracer *q);
 /*
  * The functions whose code differs from what iotracer checked, so that
  * their probe is single-stepped (several times dearer per hit): "" if none.

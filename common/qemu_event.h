@@ -25,6 +25,8 @@ struct iot_qemu_layout {
 	__u32 req_sector_num, req_out_type, req_out_sector, req_qiov, req_mr_next;
 	/* QEMUIOVector */
 	__u32 qiov_iov, qiov_size;
+	/* virtio-blk's MultiReqBuffer: its array of request pointers (USDT virtio_blk_submit_multireq) */
+	__u32 mrb_reqs;
 	/* RawPosixAIOData, the argument file-posix hands its thread pool */
 	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes, rawaio_iov;
 	/* argument positions, 0-based */
@@ -57,6 +59,14 @@ struct iot_qemu_layout {
 enum iot_qemu_ev {
 	IOT_QEV_SUBMIT = 1,	/* blk_aio_preadv/pwritev/flush: virtio-blk hands requests to the block layer */
 	IOT_QEV_BACKEND = 2,	/* file-posix hands one I/O to the host: thread pool, io_uring or Linux AIO */
+	/*
+	 * A QEMU built with USDT probes reports each read and write as its own
+	 * SUBMIT when virtio-blk takes it (virtio_blk_handle_read/write), before
+	 * it may merge neighbours into one block-layer call: MERGE names the
+	 * requests (reqs[].req, the first one first) that went down together,
+	 * as offset/bytes, with the merged I/O vector (iov).
+	 */
+	IOT_QEV_MERGE = 3,
 };
 
 enum iot_qemu_backend {
@@ -73,6 +83,7 @@ enum iot_qemu_backend {
  * under aio=threads or io_uring): its host I/O names the request by buf.
  */
 #define IOT_QF_NO_BACKEND	(1u << 2)
+#define IOT_QF_USDT		(1u << 3)	/* reported by a USDT probe (SUBMIT: at virtio-blk's parse) */
 
 /* One guest request as QEMU holds it. */
 struct iot_qemu_req {
@@ -121,6 +132,7 @@ enum iot_qemu_counter {
 	IOT_QCNT_SUBMITS,
 	IOT_QCNT_BACKENDS,
 	IOT_QCNT_LOST,		/* events the ring buffer had no room for */
+	IOT_QCNT_MERGES,	/* USDT: merged block-layer calls */
 	IOT_QCNT_MAX,
 };
 

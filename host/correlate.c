@@ -451,6 +451,8 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		return;
 	}
 	c->st.qemu_submits++;
+	if (e->flags & IOT_QF_USDT)
+		c->st.qemu_usdt_submits++;
 	/*
 	 * The window slots and index buckets this submit writes are cold (a
 	 * profile put a sixth of the agent on the stalls): ask for them first.
@@ -722,12 +724,56 @@ static void on_backend(struct corr *c, const struct iot_qemu_event *e)
 		blink(c, bi);
 }
 
+/*
+ * A QEMU probed through USDT reports each read and write as its own submit
+ * when virtio-blk takes it; requests it then merges into one block-layer
+ * call become one submit with several, as blk_aio_* shows them: the first
+ * one's host I/O is theirs too. The first one is the thread's submit from
+ * now on (backend calls are named by it) and carries the merged I/O vector.
+ */
+static void on_merge(struct corr *c, const struct iot_qemu_event *e)
+{
+	int32_t idx[IOT_QEMU_CHAIN_MAX];
+	uint32_t slot0 = 0;
+
+	c->st.qemu_merges++;
+	for (int i = 0; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++) {
+		idx[i] = NO_IDX;
+		for (uint32_t k = 0; k < RECENT_MAX && k < c->nrecent; k++) {
+			uint32_t n = (c->nrecent - 1 - k) % RECENT_MAX;
+
+			if (c->recent[n].pid == e->pid && c->recent[n].reqptr == e->reqs[i].req &&
+			    c->q[c->recent[n].i].gen == c->recent[n].gen) {
+				idx[i] = c->recent[n].i;
+				if (!i)
+					slot0 = n;
+				break;
+			}
+		}
+		if (idx[i] == NO_IDX) {
+			c->st.qemu_merge_unknown++;
+			if (!i)
+				return;
+		}
+	}
+	c->recent[slot0].ts = e->ts;
+	c->recent[slot0].iov = e->iov;
+	for (int i = 1; i < e->nreqs && i < IOT_QEMU_CHAIN_MAX; i++) {
+		if (idx[i] == NO_IDX)
+			continue;
+		c->q[idx[i]].group = idx[0];
+		c->q[idx[i]].group_gen = c->q[idx[0]].gen;
+	}
+}
+
 void corr_qemu_event(struct corr *c, const struct iot_qemu_event *e)
 {
 	if (e->type == IOT_QEV_SUBMIT)
 		on_submit(c, e);
 	else if (e->type == IOT_QEV_BACKEND)
 		on_backend(c, e);
+	else if (e->type == IOT_QEV_MERGE)
+		on_merge(c, e);
 }
 
 /* ---- host kernel side ---- */

@@ -69,6 +69,13 @@ struct corr_stats {
 	 */
 	uint64_t host_by_buffers, host_flush_by_order;
 	uint64_t with_host_io;			/* matched guest requests whose host I/O was found */
+	/*
+	 * A QEMU probed through USDT: its merged calls, and the requests of
+	 * such a call that had left the window of recent submits (they keep
+	 * their own, and no host I/O).
+	 */
+	uint64_t qemu_merges, qemu_merge_unknown;
+	uint64_t qemu_usdt_submits;		/* reads and writes reported by USDT probes */
 };
 
 struct corr;

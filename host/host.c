@@ -268,8 +268,10 @@ static void vm_event(struct host *h, const struct vm_ent *v, const char *event, 
 		fputc('}', f);
 	}
 	fputc(']', f);
-	if (!v->refused && !reason)
+	if (!v->refused && !reason) {
 		fprintf(f, ",\"backend_probes\":%s", v->backend ? "true" : "false");
+		fprintf(f, ",\"qemu_probes\":\"%s\"", v->qt && qemu_tracer__usdt(v->qt) ? "usdt" : "uprobes");
+	}
 	fputs("}\n", f);
 	fflush(f);
 }
@@ -332,8 +334,9 @@ static int vm_add(struct host *h, int pid)
 		corr_vm_lean(h->corr, pid, !v->backend);
 	/* libbpf's parse of the kernel BTF for the load is done: give that memory back. */
 	malloc_trim(0);
-	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s; %s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
+	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s; %s; %s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
 	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "",
+	      qemu_tracer__usdt(v->qt) ? "reads and writes through its USDT probes" : "uprobes on its functions",
 	      v->backend ? "backend calls probed" : "raw images: host I/O tied by its buffers, backend calls not probed");
 	vm_event(h, v, "traced", NULL);
 	return 0;
@@ -547,10 +550,11 @@ static void qemu_layer_stop(struct host *h)
 			",\"backends_unlinked\":%" PRIu64 ",\"backends_by_iov\":%" PRIu64 ",\"backends_relinked\":%" PRIu64
 			",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64 ",\"host_by_buffers\":%" PRIu64
 			",\"host_flush_by_order\":%" PRIu64 ",\"uprobe_hits\":%" PRIu64 ",\"qemu_events_lost\":%" PRIu64 ",\"host_records_lost\":%" PRIu64
-			",\"host_state_full\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
+			",\"host_state_full\":%" PRIu64 ",\"qemu_merges\":%" PRIu64 ",\"qemu_merge_unknown\":%" PRIu64
+			",\"qemu_usdt_submits\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
 			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.backends_by_iov,
 			st.backends_relinked, st.host_records, st.host_linked, st.host_by_buffers, st.host_flush_by_order, hits, qlost, kc[IOT_CNT_LOST],
-			kc[IOT_CNT_STATE_FULL]);
+			kc[IOT_CNT_STATE_FULL], st.qemu_merges, st.qemu_merge_unknown, st.qemu_usdt_submits);
 	}
 	if (h->o->summary)
 		corr_summary(h->corr, h->o->of, h->o->json);

@@ -44,6 +44,8 @@ options:
   --accel auto|kvm|tcg   accelerator (default auto: KVM if a probe boot works, cached)
   --append ARGS          extra kernel command line arguments
   --qemu-arg ARG         one more QEMU argument, as is (repeatable)
+  --qemu PATH            the QEMU binary (default: \$QEMU_TEST_QEMU or qemu-system-x86_64
+                         on PATH); its firmware is the installed QEMU's
   -h, --help             this text
 EOF
 }
@@ -62,6 +64,7 @@ smp=2
 accel=${QEMU_TEST_ACCEL:-auto}
 append=
 extra_qemu=()
+qemu=${QEMU_TEST_QEMU:-}
 
 need_arg() { [ $# -ge 2 ] || die "option $1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -80,6 +83,7 @@ while [ $# -gt 0 ]; do
     --accel) need_arg "$@"; accel=$2; shift 2 ;;
     --append) need_arg "$@"; append=$2; shift 2 ;;
     --qemu-arg) need_arg "$@"; extra_qemu+=("$2"); shift 2 ;;
+    --qemu) need_arg "$@"; qemu=$2; shift 2 ;;
     *) usage >&2; die "unknown option '$1' (the command goes after --)" ;;
     esac
 done
@@ -108,7 +112,16 @@ if [ ! -s "$guest/vmlinuz" ] || [ ! -s "$guest/initramfs.img" ]; then
     note "no guest in $guest yet; building one (without extra files)"
     "$here/build-guest.sh" "$build_dir" >&2 || { echo "$prog: error: build-guest.sh failed" >&2; exit 125; }
 fi
-qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (run build-guest.sh, it installs it)"
+if [ -n "$qemu" ]; then
+    [ -x "$qemu" ] || die "--qemu $qemu: not an executable file"
+    # A QEMU built here (qemu-test/build-qemu-usdt.sh) has no firmware of its own: the installed
+    # QEMU's, where Debian's looks for it.
+    for d in /usr/lib/ipxe/qemu /usr/share/seabios /usr/share/qemu; do
+        [ ! -d "$d" ] || extra_qemu=(-L "$d" "${extra_qemu[@]}")
+    done
+else
+    qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (run build-guest.sh, it installs it)"
+fi
 
 mkdir -p "$top/logs"
 if [ -z "$console_log" ]; then

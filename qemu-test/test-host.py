@@ -108,17 +108,42 @@ def make_images(d, tag, disks):
     return paths
 
 
-def start_guest(build, sock, images, disks, name, agent_args):
+def start_guest(build, sock, images, disks, name, agent_args, qemu=None, script=None):
     cmd = [os.path.join(HERE, "run-guest.sh"), "--build-dir", build, "--timeout", "600",
            "--serial-socket", sock + ",name=org.iotracer.0", "--qemu-arg=-name", "--qemu-arg=" + name]
+    if qemu:
+        cmd += ["--qemu", qemu]
     for img, (fmt, aio, cache) in zip(images, disks):
         cmd += ["--disk", "%s,format=%s,if=virtio,aio=%s,cache=%s" % (img, fmt, aio, cache)]
-    p = subprocess.Popen(cmd + ["--", guest_script(disks, agent_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(cmd + ["--", script or guest_script(disks, agent_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     out = {}
     t = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), p.communicate())), daemon=True)
     t.start()
     return p, t, out
+
+
+def start_host(iotracer, tmp, args):
+    """The host agent writing JSON to tmp/host.json (stderr tmp/host.err), once it listens."""
+    hout = open(os.path.join(tmp, "host.json"), "w")
+    herr = open(os.path.join(tmp, "host.err"), "w+")
+    host = subprocess.Popen([iotracer, "--mode", "host", "--json"] + args, stdout=hout, stderr=herr, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and '"type":"listening"' not in open(hout.name).read():
+        check(host.poll() is None, "host agent exited: %s" % open(herr.name).read())
+        time.sleep(0.1)
+    return host, hout, herr
+
+
+def keep_output(build, tmp, test):
+    """The host agent's whole output, kept for a failure that does not come back on the next run."""
+    keep = os.path.join(build, "qemu-test", "logs", "%s-failed-%d.json" % (test, int(time.time())))
+    try:
+        os.makedirs(os.path.dirname(keep), exist_ok=True)
+        shutil.copy(os.path.join(tmp, "host.json"), keep)
+        print("the host agent's output: %s" % keep)
+    except OSError as err:
+        print("the host agent's output could not be kept: %s" % err)
 
 
 def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
@@ -268,16 +293,9 @@ def main():
     try:
         socks = [os.path.join(tmp, "vm%d.sock" % i) for i in (1, 2)]
         images = [make_images(tmp, "vm%d" % (i + 1), VM_DISKS[i]) for i in (0, 1)]
-        hout = open(os.path.join(tmp, "host.json"), "w")
-        herr = open(os.path.join(tmp, "host.err"), "w+")
         trace = os.path.join(tmp, "host.pftrace")
-        host = subprocess.Popen([iotracer, "--mode", "host", "--json", "--summary", "--requests",
-                                 "--perfetto", trace, "--listen", "serial:" + socks[0],
-                                 "--listen", "serial:" + socks[1]], stdout=hout, stderr=herr, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and '"type":"listening"' not in open(hout.name).read():
-            check(host.poll() is None, "host agent exited: %s" % open(herr.name).read())
-            time.sleep(0.1)
+        host, hout, herr = start_host(iotracer, tmp, ["--summary", "--requests", "--perfetto", trace,
+                                                      "--listen", "serial:" + socks[0], "--listen", "serial:" + socks[1]])
         guests = [start_guest(build, socks[i], images[i], VM_DISKS[i], "vm%d" % (i + 1), AGENT_ARGS[i])
                   for i in (0, 1)]
         for p, t, _ in guests:
@@ -309,6 +327,10 @@ def main():
             check(corr and corr[0]["no_qemu_request"] == 0 and corr[0]["key_disagrees"] == 0 and
                   corr[0]["no_vm"] == 0, "guest requests left unmatched: %s" % corr)
             check([o for o in objs if o.get("type") == "vm_summary"], "no guest-to-host summary")
+            # Debian's QEMU has no USDT probes: every submit came from the blk_aio_* uprobes.
+            check(corr[0].get("qemu_usdt_submits") == 0 and
+                  all(v.get("qemu_probes") == "uprobes" for v in vms.values()),
+                  "USDT probes used on a QEMU without them: %s, %s" % (corr, list(vms.values())))
             # vm2's backend calls are not probed: one hit per submit, plus one per backend call of vm1's.
             c = corr[0]
             check(c["uprobe_hits"] == c["qemu_submits"] + c["qemu_not_virtio"] + c["backends"],
@@ -324,14 +346,7 @@ def main():
         except Fail as e:
             print("FAIL: %s" % e)
             print("--- host stderr tail ---\n" + herr_text[-3000:])
-            # The host agent's whole output, for a failure that does not come back on the next run.
-            keep = os.path.join(build, "qemu-test", "logs", "test-host-failed-%d.json" % int(time.time()))
-            try:
-                os.makedirs(os.path.dirname(keep), exist_ok=True)
-                shutil.copy(os.path.join(tmp, "host.json"), keep)
-                print("the host agent's output: %s" % keep)
-            except OSError as err:
-                print("the host agent's output could not be kept: %s" % err)
+            keep_output(build, tmp, "test-host")
             return 1
         c = corr[0]
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched in its own "

@@ -14,6 +14,9 @@
  *   iowork uring    PATH COUNT   io_uring O_DIRECT reads, 4 in flight
  *   iowork uring-async PATH COUNT   the same, forced to io-wq workers (IOSQE_ASYNC)
  *   iowork aio      PATH COUNT   libaio O_DIRECT reads, 4 in flight
+ *   iowork aio-adjacent PATH COUNT   libaio O_DIRECT 4 KiB reads, each batch of 4
+ *                                 submitted at once on adjacent blocks (with the
+ *                                 guest's merging off, the device may merge them)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -163,7 +166,7 @@ static void do_uring(int fd, int count, bool async, bool link)
 		free(bufs[i]);
 }
 
-static void do_aio(int fd, int count)
+static void do_aio(int fd, int count, bool adjacent)
 {
 	io_context_t ctx = 0;
 	struct iocb cbs[QD], *cbp[QD];
@@ -184,7 +187,10 @@ static void do_aio(int fd, int count)
 		for (; n < QD && next + n < count; n++) {
 			int i = next + n;
 
-			io_prep_pread(&cbs[n], fd, bufs[n], size_of(i), offset_of(i));
+			if (adjacent)
+				io_prep_pread(&cbs[n], fd, bufs[n], ALIGN, (off_t)ALIGN * (64 * (next / QD + 1) + n));
+			else
+				io_prep_pread(&cbs[n], fd, bufs[n], size_of(i), offset_of(i));
 			cbs[n].data = (void *)(intptr_t)i;
 			cbp[n] = &cbs[n];
 		}
@@ -202,12 +208,14 @@ static void do_aio(int fd, int count)
 			}
 			for (int k = 0; k < r; k++) {
 				int i = (intptr_t)ev[k].data;
+				size_t len = adjacent ? ALIGN : size_of(i);
+				off_t off = adjacent ? (off_t)ALIGN * (64 * (i / QD + 1) + i % QD) : offset_of(i);
 
-				if ((long)ev[k].res != (long)size_of(i)) {
+				if ((long)ev[k].res != (long)len) {
 					errno = EIO;
 					die("aio read");
 				}
-				report("read", fd, offset_of(i), size_of(i), -2);
+				report("read", fd, off, len, -2);
 			}
 			got += r;
 		}
@@ -226,7 +234,8 @@ int main(int argc, char **argv)
 	int count, fd, flags = O_RDWR;
 
 	if (argc != 4) {
-		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|uring-async|uring-link|aio PATH COUNT\n");
+		fprintf(stderr, "usage: iowork direct|buffered|dirty|uring|uring-async|uring-link|aio|aio-adjacent "
+			"PATH COUNT\n");
 		return 2;
 	}
 	mode = argv[1];
@@ -261,7 +270,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "uring-link"))
 		do_uring(fd, count, false, true);
 	else if (!strcmp(mode, "aio"))
-		do_aio(fd, count);
+		do_aio(fd, count, false);
+	else if (!strcmp(mode, "aio-adjacent"))
+		do_aio(fd, count, true);
 	else {
 		fprintf(stderr, "iowork: unknown mode '%s'\n", mode);
 		return 2;

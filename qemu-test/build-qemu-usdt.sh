@@ -1,0 +1,81 @@
+#!/bin/bash
+# build-qemu-usdt.sh
+#
+# Builds the installed QEMU's own Debian source (the same version and
+# patches) with the dtrace trace backend, as Fedora and RHEL build theirs:
+# a qemu-system-x86_64 with USDT probes, for the qemu layer's USDT route
+# (docs/qemu-layer.md). Prints the binary's path on stdout.
+#
+# Cached in $IOTRACER_QEMU_CACHE (default /var/cache/iotracer/qemu-usdt)
+# per source version: only the first run builds (a few minutes on 2 cores,
+# x86_64 system emulation only, TCG). Needs root the first time: it adds a
+# deb-src entry for the archives apt already uses, downloads the source
+# and installs the build's few dependencies.
+#
+# Exit status: 0 built or cached, 1 failed (the reason on stderr).
+set -euo pipefail
+
+prog=${0##*/}
+note() { echo "$prog: $*" >&2; }
+die() { echo "$prog: error: $*" >&2; exit 1; }
+
+srcver=$(dpkg-query -W -f='${source:Version}' qemu-system-x86 2>/dev/null) ||
+    die "qemu-system-x86 is not installed (build-guest.sh installs it)"
+cache=${IOTRACER_QEMU_CACHE:-/var/cache/iotracer/qemu-usdt}/${srcver//:/_}
+bin=$cache/qemu-system-x86_64
+if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+    echo "$bin"
+    exit 0
+fi
+[ "$(id -u)" = 0 ] || die "not built yet, and building needs root (apt)"
+
+export DEBIAN_FRONTEND=noninteractive
+# The source comes from the archives apt already uses: their deb-src twins.
+if ! apt-get source --print-uris qemu="$srcver" >/dev/null 2>&1; then
+    list=/etc/apt/sources.list.d/iotracer-deb-src.sources
+    note "adding deb-src entries for apt's own archives ($list)"
+    : >"$list.tmp"
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ "$f" != "$list" ] || continue
+        sed -n '/^Types:.*\bdeb\b/,/^$/p' "$f" | sed 's/^Types:.*/Types: deb-src/' >>"$list.tmp"
+        echo >>"$list.tmp"
+    done
+    if [ -f /etc/apt/sources.list ]; then
+        sed -n 's/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list >/etc/apt/sources.list.d/iotracer-deb-src.list
+    fi
+    mv "$list.tmp" "$list"
+    apt-get update -qq
+fi
+deps=(build-essential ninja-build meson pkg-config python3 systemtap-sdt-dev dpkg-dev
+      libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev libaio-dev liburing-dev)
+missing=()
+for p in "${deps[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    note "installing ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d /var/tmp/qemu-usdt.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+note "fetching the source of qemu $srcver"
+apt-get source -qq --download-only qemu="$srcver" >/dev/null 2>&1 || die "apt-get source qemu=$srcver failed"
+dpkg-source -x ./*.dsc src >/dev/null 2>&1 ||
+    die "cannot unpack the source"
+mkdir bld
+cd bld
+note "configuring (dtrace trace backend, x86_64 system emulation)"
+../src/configure --prefix=/usr --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
+    --target-list=x86_64-softmmu --enable-trace-backends=dtrace --enable-linux-aio \
+    --enable-linux-io-uring --disable-docs --disable-werror --disable-gtk --disable-sdl --disable-vnc \
+    --disable-opengl --disable-spice --disable-curses --disable-xen --disable-slirp --disable-capstone \
+    --disable-tools --disable-guest-agent >configure.log 2>&1 || { tail -20 configure.log >&2; die "configure failed"; }
+note "building (a few minutes)"
+ninja qemu-system-x86_64 >build.log 2>&1 || { tail -30 build.log >&2; die "the build failed"; }
+mkdir -p "$cache"
+cp qemu-system-x86_64 "$bin.tmp"
+mv "$bin.tmp" "$bin"
+"$bin" --version >/dev/null || die "the built QEMU does not run"
+echo "$bin"
