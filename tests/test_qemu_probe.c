@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/sdt.h>
 #include "qemu.h"
 
 #include "check.h"
@@ -31,6 +32,15 @@ __asm__(".text\n"
 	"  push %r15\n  pop %r15\n  ret\n  .fill 32,1,0x90\n.size blk_aio_flush,.-blk_aio_flush\n"
 	".globl luring_co_submit\n.type luring_co_submit,@function\nluring_co_submit:\n"
 	"  mov %rdi,%rax\n  ret\n  .fill 32,1,0x90\n.size luring_co_submit,.-luring_co_submit\n");
+
+/* The USDT probes a QEMU built with the dtrace backend has, here as this executable's own. */
+void usdt_sites(void *vdev, void *req, unsigned long long sector, unsigned long n);
+void usdt_sites(void *vdev, void *req, unsigned long long sector, unsigned long n)
+{
+	DTRACE_PROBE4(qemu, virtio_blk_handle_read, vdev, req, sector, n);
+	DTRACE_PROBE4(qemu, virtio_blk_handle_write, vdev, req, sector, n);
+	DTRACE_PROBE7(qemu, virtio_blk_submit_multireq, vdev, req, 0, 2, sector, n, 0);
+}
 
 static const struct qemu_probe *find(const struct qemu_probe *p, int n, const char *func)
 {
@@ -104,6 +114,12 @@ int main(void)
 	n = qemu_probe_plan("/proc/self/cmdline", p, 16);
 	CHECK(n < 0, "a file that is not ELF gave a plan (%d)", n);
 	CHECK(qemu_probe_plan("/proc/self/exe", p, 2) < 0, "a too small plan array was accepted");
+
+	/* USDT: this executable has the three; a file that is not ELF has none. */
+	CHECK(qemu_has_usdt("/proc/self/exe"), "the USDT probes of this executable were not found");
+	CHECK(!qemu_has_usdt("/proc/self/cmdline"), "USDT probes found in a file that is not ELF");
+	if (access("/usr/bin/qemu-system-x86_64", R_OK) == 0)
+		CHECK(!qemu_has_usdt("/usr/bin/qemu-system-x86_64"), "USDT probes found in Debian's QEMU, built without");
 
 	/* The machine's QEMU: Debian 12's 7.2 is the build the table was checked on. */
 	if (access("/usr/bin/qemu-system-x86_64", R_OK) == 0 &&
