@@ -16,6 +16,7 @@ guest included, plus the host agent), on minus off, and what that adds at
 matched; the host agent's resident memory. Results as Markdown.
 
 usage: host.py --iotracer EXE --iowork EXE --build BUILD_DIR --out FILE [--rounds N] [--seconds S]
+               [--qemu NAME=PATH ...] [--compare EXE] [--modes ...] [--disks ...]
 """
 import argparse
 import json
@@ -228,6 +229,10 @@ def main():
     ap.add_argument("--modes", default="off,host,both,summary,floor",
                     help="a subset of off,host,both,summary,floor (for a quick look; the docs' run uses all five)")
     ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image)")
+    ap.add_argument("--qemu", action="append", metavar="NAME=PATH",
+                    help="a QEMU binary to run the guest under (repeatable: each its own guest, booted together, "
+                    "runs interleaved in every round; default the installed one). qemu-test/build-qemu-usdt.sh "
+                    "[--nop5] builds ones with USDT probes")
     ap.add_argument("--compare", metavar="EXE",
                     help="another iotracer build (an earlier commit's) as the host agent too, alternating with "
                     "--iotracer in every round: host CPU per request of the two in the same run (the guest agent "
@@ -238,6 +243,13 @@ def main():
     if not modes or len(modes) != len(args.modes.split(",")):
         ap.error("--modes: a comma-separated subset of off,host,both,summary")
     tracers = [("", args.iotracer)] + ([(" (compared)", args.compare)] if args.compare else [])
+    # --qemu NAME=PATH (repeatable): each its own guest, all booted at once, runs interleaved in every round.
+    qemus = []
+    for q in args.qemu or ["installed="]:
+        name, _, path = q.partition("=")
+        if not name or (path and not os.access(path, os.X_OK)):
+            ap.error("--qemu NAME=PATH: %s" % q)
+        qemus.append((name, path))
     err = build_guest(args.build, args.iotracer, args.iowork)
     if err:
         raise SystemExit(err)
@@ -245,51 +257,62 @@ def main():
         stats_was = f.read().strip()
     subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
     tmp = tempfile.mkdtemp(prefix="iotracer-bench-host-", dir="/var/tmp")
-    data, ctlp = os.path.join(tmp, "data.sock"), os.path.join(tmp, "ctl.sock")
-    img = os.path.join(tmp, "disk.raw")
-    subprocess.run(["dd", "if=/dev/zero", "of=" + img, "bs=1M", "count=256", "conv=fsync", "status=none"],
-                   check=True)
-    # loglevel and all-CPU backtraces: a guest that locks up (seen twice in this benchmark, never in a test)
-    # leaves its stacks in the console log (build/qemu-test/logs/last-console.log).
-    cmd = [os.path.join(HERE, "..", "qemu-test", "run-guest.sh"), "--build-dir", args.build, "--timeout", "3000",
-           "--append", "loglevel=7 softlockup_all_cpu_backtrace=1",
-           "--serial-socket", data + ",name=org.iotracer.0", "--serial-socket", ctlp + ",name=org.iotracer.ctl",
-           "--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
-           "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0",
-           "--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0", "--", GUEST]
-    # The guest's console goes to a file: when the guest stops answering, its last words are the clue.
-    console_path = os.path.join("/var/tmp", "iotracer-bench-host-console.log")
-    console = open(console_path, "w")
-    guest = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, text=True)
+    guests = []
+    for gi, (qname, qpath) in enumerate(qemus):
+        g = {"name": qname, "data": os.path.join(tmp, "data%d.sock" % gi), "ctlp": os.path.join(tmp, "ctl%d.sock" % gi)}
+        img = os.path.join(tmp, "disk%d.raw" % gi)
+        subprocess.run(["dd", "if=/dev/zero", "of=" + img, "bs=1M", "count=256", "conv=fsync", "status=none"],
+                       check=True)
+        # loglevel and all-CPU backtraces: a guest that locks up (seen twice in this benchmark, never in a test)
+        # leaves its stacks in the console log (build/qemu-test/logs/last-console.log).
+        cmd = [os.path.join(HERE, "..", "qemu-test", "run-guest.sh"), "--build-dir", args.build, "--timeout", "6000",
+               "--append", "loglevel=7 softlockup_all_cpu_backtrace=1",
+               "--serial-socket", g["data"] + ",name=org.iotracer.0",
+               "--serial-socket", g["ctlp"] + ",name=org.iotracer.ctl",
+               "--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
+               "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0",
+               "--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0"]
+        cmd += ["--qemu", qpath] if qpath else []
+        # The guest's console goes to a file: when the guest stops answering, its last words are the clue.
+        g["console_path"] = os.path.join("/var/tmp", "iotracer-bench-host-console%s.log" % (gi or ""))
+        g["console"] = open(g["console_path"], "w")
+        g["proc"] = subprocess.Popen(cmd + ["--", GUEST], stdout=g["console"], stderr=subprocess.STDOUT, text=True)
+        guests.append(g)
     res = {}
+    g = guests[0]
     try:
-        ctl = Ctl(ctlp)
-        qpid = qemu_pid_of(ctlp)
-        serials = dict(kv.split("=") for kv in ctl.cmd("serials").split())
-        disks = {serials[d]: d for d in serials}
+        for g in guests:
+            g["ctl"] = Ctl(g["ctlp"])
+            g["qpid"] = qemu_pid_of(g["ctlp"])
+            serials = dict(kv.split("=") for kv in g["ctl"].cmd("serials").split())
+            g["disks"] = {serials[d]: d for d in serials}
         for rnd in range(args.rounds):
-            for label in labels:
-                for mode in modes:
-                    for tag, exe in tracers if mode != "off" else tracers[:1]:
-                        r = one_run(args, ctl, qpid, data, tmp, disks[label], mode, exe)
-                        res.setdefault((label, mode + tag), []).append(r)
-                        print(label, mode + tag, rnd, json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
-        ctl.cmd("quit", timeout=30)
+            for g in guests:
+                for label in labels:
+                    for mode in modes:
+                        for tag, exe in tracers if mode != "off" else tracers[:1]:
+                            r = one_run(args, g["ctl"], g["qpid"], g["data"], tmp, g["disks"][label], mode, exe)
+                            res.setdefault((g["name"], label, mode + tag), []).append(r)
+                            print(g["name"], label, mode + tag, rnd, json.dumps({k: round(v, 2) for k, v in r.items()}),
+                                  flush=True)
+        for g in guests:
+            g["ctl"].cmd("quit", timeout=30)
     except (OSError, SystemExit) as e:
-        console.flush()
-        with open(console_path) as f:
+        g["console"].flush()
+        with open(g["console_path"]) as f:
             tail = f.read()[-4000:]
-        raise SystemExit("the guest stopped answering (%s); run-guest.sh's output (%s) ends:\n%s\n"
-                         "and the guest's console is build/qemu-test/logs/last-console.log" % (e, console_path, tail))
+        raise SystemExit("the guest of QEMU %s stopped answering (%s); run-guest.sh's output (%s) ends:\n%s\n"
+                         "and the guest's console is in build/qemu-test/logs/" % (g["name"], e, g["console_path"], tail))
     finally:
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=" + stats_was])
-        if guest.poll() is None:
-            guest.kill()
-        console.close()
+        for g in guests:
+            if g["proc"].poll() is None:
+                g["proc"].kill()
+            g["console"].close()
         subprocess.run(["rm", "-rf", tmp])
 
-    def med(label, mode, key):
-        vals = [r[key] for r in res[(label, mode)] if key in r]
+    def med(qname, label, mode, key):
+        vals = [r[key] for r in res[(qname, label, mode)] if key in r]
         return statistics.median(vals) if vals else 0.0
 
     lines = ["# Host mode benchmark run", "",
@@ -300,40 +323,50 @@ def main():
              "(and the guest agent streams every request to it, which the host joins and writes as JSON lines), summary "
              "(the same, the host keeping only the per-segment histograms: `--summary`), floor (as host, with empty "
              "programs beside ours on the same tracepoints: the per-program accounting's own cost, in the last "
-             "column; the qemu layer's uprobe program has no twin).", "",
+             "column; the qemu layer's uprobe program has no twin).", ""]
+    if len(qemus) > 1 or qemus[0][1]:
+        lines += ["QEMU builds, each its own guest, all running, their runs interleaved in every round: " +
+                  "; ".join("%s `%s`" % (n, p or "(the installed one)") for n, p in qemus) + ".", ""]
+    lines += [
              "| disk | mode | guest IOPS | vs off | QEMU CPU per request (us) | host agent CPU per request (us) | "
-             "BPF per request (us) | uprobe hits per request | matched (gpa) of guest records | QEMU requests | "
+             "BPF per request (us) | probe hits per request (uprobes and USDT) | matched (gpa) of guest records | QEMU requests | "
              "with host I/O | host agent RSS | of the BPF time, the accounting's (us) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, name in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none")):
+    for (qname, _), (label, name) in [(q, d) for q in qemus
+                                      for d in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none"))]:
         if label not in labels:
             continue
-        off = med(label, "off", "iops") if "off" in modes else 0.0
+        if len(qemus) > 1:
+            name = "%s, QEMU %s" % (name, qname)
+        off = med(qname, label, "off", "iops") if "off" in modes else 0.0
         for mode in [m + t for m in modes for t, _ in (tracers if m != "off" else tracers[:1])]:
-            rs = res[(label, mode)]
+            rs = res[(qname, label, mode)]
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
             joined = mode.split(" ")[0] in ("both", "summary")
             lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                name, mode, med(label, mode, "iops"), med(label, mode, "iops") / off if off else 0.0, med(label, mode, "qemu_us"),
-                "%.2f" % med(label, mode, "agent_us") if mode != "off" else "-",
-                "%.2f" % med(label, mode, "bpf_us") if mode != "off" else "-",
-                "%.2f" % med(label, mode, "hits") if mode != "off" else "-",
+                name, mode, med(qname, label, mode, "iops"), med(qname, label, mode, "iops") / off if off else 0.0, med(qname, label, mode, "qemu_us"),
+                "%.2f" % med(qname, label, mode, "agent_us") if mode != "off" else "-",
+                "%.2f" % med(qname, label, mode, "bpf_us") if mode != "off" else "-",
+                "%.2f" % med(qname, label, mode, "hits") if mode != "off" else "-",
                 "%d of %d" % (matched, total) if joined else "-",
                 # Fewer guest records than QEMU requests: the guest agent lost some (its line in the log says).
                 "%d" % sum(r.get("qemu_reqs", 0) for r in rs) if joined else "-",
                 "%d" % sum(r.get("with_host_io", 0) for r in rs) if joined else "-",
                 "%.1f MiB" % (max(r.get("rss_kib", 0) for r in rs) / 1024) if mode != "off" else "-",
-                "%.2f" % med(label, mode, "floor_us") if mode.startswith("floor") else "-"))
+                "%.2f" % med(qname, label, mode, "floor_us") if mode.startswith("floor") else "-"))
     if args.compare:
         lines += ["", "Compared: `%s` against `%s` (compared), in the same run. Host CPU per request (BPF and host "
                   "agent), this build over the compared one, per round (each round runs both, one after the "
                   "other):" % (args.iotracer, args.compare), ""]
-        for label in labels:
-            for mode in [m for m in modes if m != "off"]:
-                a, b = res[(label, mode)], res[(label, mode + " (compared)")]
-                ratios = ["%.2f" % ((x["bpf_us"] + x["agent_us"]) / (y["bpf_us"] + y["agent_us"])) for x, y in zip(a, b)]
-                lines.append("- %s, %s: %s" % (label, mode, ", ".join(ratios)))
+        for qname, _ in qemus:
+            for label in labels:
+                for mode in [m for m in modes if m != "off"]:
+                    a, b = res[(qname, label, mode)], res[(qname, label, mode + " (compared)")]
+                    ratios = ["%.2f" % ((x["bpf_us"] + x["agent_us"]) / (y["bpf_us"] + y["agent_us"]))
+                              for x, y in zip(a, b)]
+                    lines.append("- %s%s, %s: %s" % (label, ", QEMU " + qname if len(qemus) > 1 else "", mode,
+                                                     ", ".join(ratios)))
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
