@@ -464,6 +464,51 @@ static void test_native_unwritten(void)
 	close(fd);
 }
 
+/*
+ * A QEMU probed through USDT reports each request when virtio-blk takes it,
+ * then the requests it merged into one call: both are then one submit, the
+ * merged call's host I/O theirs. A merge naming a request the join never saw
+ * is counted, not guessed.
+ */
+static void test_usdt_merge(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct iot_qemu_event m = { .pid = VM, .tid = VM + 1, .type = IOT_QEV_MERGE, .op = IOT_OP_READ, .nreqs = 2,
+				    .flags = IOT_QF_USDT, .blk = BLK_A, .offset = 300 * 512, .bytes = 8192,
+				    .iov = 0x7f5500000000ull };
+	struct corr_stats st;
+	uint64_t t = 50000000 * US, b1 = 0x7f4400000000ull;
+	char got[64];
+	const char *buf;
+
+	if (!c)
+		return;
+	corr_vm_lean(c, VM, true);
+	lean_submit(c, t + 10 * US, IOT_OP_READ, 0x9100, 300, 60, b1);
+	lean_submit(c, t + 11 * US, IOT_OP_READ, 0x9200, 308, 61, b1 + 4096);
+	m.ts = t + 12 * US;
+	m.reqs[0].req = 0x5000 + 60;
+	m.reqs[1].req = 0x5000 + 61;
+	corr_qemu_event(c, &m);
+	host_io(c, t + 13 * US, IOT_OP_READ, 300 * 512, b1);	/* the merged call's one read */
+	guest(c, t + 5 * US, DEV_1, 0x9100, 300);
+	guest(c, t + 6 * US, DEV_1, 0x9200, 308);
+	m.reqs[0].req = 0x5000 + 60;
+	m.reqs[1].req = 0xdead;				/* never reported */
+	corr_qemu_event(c, &m);
+	corr_tick(c, t + 100000 * US);
+	corr_get_stats(c, &st);
+	buf = fixture_text(&x);
+	host_io_of(buf, 300, got, sizeof(got));
+	CHECK(!strcmp(got, "buffers@153600"), "the first merged request's host I/O: %s", got);
+	host_io_of(buf, 308, got, sizeof(got));
+	CHECK(!strcmp(got, "buffers@153600"), "the second merged request's host I/O: %s (want the merged call's)", got);
+	CHECK(st.qemu_merges == 2 && st.qemu_merge_unknown == 1, "merges %llu, unknown %llu (want 2, 1)",
+	      (unsigned long long)st.qemu_merges, (unsigned long long)st.qemu_merge_unknown);
+	fixture_close(&x);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -504,6 +549,7 @@ int main(void)
 	test_hold_from_arrival();
 	test_taken_before_kick();
 	test_native_unwritten();
+	test_usdt_merge();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
