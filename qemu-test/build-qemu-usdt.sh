@@ -96,15 +96,15 @@ note "configuring (dtrace trace backend, x86_64 system emulation)"
     --disable-tools --disable-guest-agent ${cflags:+--extra-cflags="$cflags"} >configure.log 2>&1 || { tail -20 configure.log >&2; die "configure failed"; }
 note "building (a few minutes)"
 ninja qemu-system-x86_64 >build.log 2>&1 || { tail -30 build.log >&2; die "the build failed"; }
+./qemu-system-x86_64 --version >/dev/null || die "the built QEMU does not run"
+if [ -n "$nop5" ]; then
+    # Whole outputs read, no reader quitting early: under pipefail a writer's SIGPIPE is a failure.
+    site=$(readelf -n qemu-system-x86_64 | awk '/Name: virtio_blk_handle_read$/ { getline;
+                                                sub(/.*Location: 0x/, ""); sub(/,.*/, ""); print }')
+    insn=$(objdump -d --start-address="0x${site:-0}" --stop-address="$((0x${site:-0} + 5))" qemu-system-x86_64)
+    [[ $insn == *"0f 1f 44 00 00"* ]] || die "the probe sites of the --nop5 build are not 5-byte nops"
+fi
 mkdir -p "$cache"
 cp qemu-system-x86_64 "$bin.tmp"
 mv "$bin.tmp" "$bin"
-"$bin" --version >/dev/null || die "the built QEMU does not run"
-if [ -n "$nop5" ]; then
-    site=$(readelf -n "$bin" | sed -n '/Name: virtio_blk_handle_read$/{n;s/.*Location: 0x\([0-9a-f]*\).*/\1/p;q}')
-    if ! objdump -d --start-address="0x$site" --stop-address="$((0x$site + 5))" "$bin" | grep -q '0f 1f 44 00 00'; then
-        rm -f "$bin"
-        die "the probe sites of the --nop5 build are not 5-byte nops"
-    fi
-fi
 echo "$bin"
