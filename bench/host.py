@@ -91,10 +91,16 @@ class Ctl:
 
 
 def qemu_pid_of(sock):
-    out = subprocess.run(["pgrep", "-f", sock], capture_output=True, text=True).stdout.split()
-    for p in out:
-        if os.readlink("/proc/%s/exe" % p).split("/")[-1].startswith("qemu-system"):
-            return int(p)
+    # Other processes name the socket too (run-guest.sh's helpers), some gone by the time they are looked at.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for p in subprocess.run(["pgrep", "-f", sock], capture_output=True, text=True).stdout.split():
+            try:
+                if os.readlink("/proc/%s/exe" % p).split("/")[-1].startswith("qemu-system"):
+                    return int(p)
+            except OSError:
+                continue
+        time.sleep(0.5)
     raise SystemExit("QEMU not found")
 
 

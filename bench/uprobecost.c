@@ -2,7 +2,8 @@
 /*
  * What one uprobe hit costs on this machine, by the kind of instruction
  * probed: the kernel emulates some (push, jumps, calls, nops) in one trap,
- * and single-steps the rest out of line, a second trap. The qemu layer's
+ * and single-steps the rest out of line, a second trap; kernels from 6.18
+ * on turn a probe on a 5-byte nop into a call past the trap. The qemu layer's
  * probe placement (common/qemu.c) rests on this difference.
  *
  * usage: uprobecost [--calls N] [--out FILE]
@@ -28,6 +29,7 @@ int ucost_sub(int x);
 int ucost_push(int x);
 int ucost_jcc(int x);
 int ucost_nop5(int x);
+int ucost_nop1(int x);
 __asm__(".text\n"
 	".globl ucost_sub\n.type ucost_sub,@function\nucost_sub:\n"
 	"  sub $8,%rsp\n  lea 1(%rdi),%eax\n  add $8,%rsp\n  ret\n.size ucost_sub,.-ucost_sub\n"
@@ -36,7 +38,9 @@ __asm__(".text\n"
 	".globl ucost_jcc\n.type ucost_jcc,@function\nucost_jcc:\n"
 	"  test %edi,%edi\n  js 1f\n1:\n  lea 1(%rdi),%eax\n  ret\n.size ucost_jcc,.-ucost_jcc\n"
 	".globl ucost_nop5\n.type ucost_nop5,@function\nucost_nop5:\n"
-	"  .byte 0x0f,0x1f,0x44,0x00,0x00\n  lea 1(%rdi),%eax\n  ret\n.size ucost_nop5,.-ucost_nop5\n");
+	"  .byte 0x0f,0x1f,0x44,0x00,0x00\n  lea 1(%rdi),%eax\n  ret\n.size ucost_nop5,.-ucost_nop5\n"
+	".globl ucost_nop1\n.type ucost_nop1,@function\nucost_nop1:\n"
+	"  nop\n  lea 1(%rdi),%eax\n  ret\n.size ucost_nop1,.-ucost_nop1\n");
 
 static const struct {
 	const char *func;
@@ -47,6 +51,7 @@ static const struct {
 	{ "ucost_sub", ucost_sub, 0, "sub $8,%rsp (single-stepped: blk_aio_* entry)" },
 	{ "ucost_push", ucost_push, 0, "push %r15 (emulated: luring_co_submit entry)" },
 	{ "ucost_jcc", ucost_jcc, 2, "js (emulated)" },
+	{ "ucost_nop1", ucost_nop1, 0, "nop (1 byte: a USDT site of Debian 12's sys/sdt.h)" },
 	{ "ucost_nop5", ucost_nop5, 0, "nopl 0(%rax,%rax) (5-byte nop: optimized where the kernel can)" },
 };
 
