@@ -26,11 +26,9 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -111,18 +109,10 @@ def main():
                 "sleep 3\n", MERGE_SCRIPT % {"d": mdev, "n": ADJACENT} + "sleep 3\n", 1)
             guests.append(th.start_guest(build, socks[i], images[i], disks + [MERGE_DISK], name, "", qemu=qemu,
                                          script=script))
-        for _, t, _ in guests:
-            t.join(timeout=700)
-        time.sleep(1)
-        host.send_signal(signal.SIGINT)
-        host.wait(timeout=60)
-        hout.close()
-        if any(p.returncode == 77 for p, _, _ in guests):
-            print("SKIP: QEMU cannot run here: " + guests[0][2].get("stderr", "")[-2000:])
+        done = th.finish(host, hout, herr, guests)
+        if done is None:
             return 77
-        objs = [json.loads(l) for l in open(hout.name) if l.strip()]
-        herr.seek(0)
-        herr_text = herr.read()
+        objs, herr_text = done
         try:
             check(host.returncode == 0, "host agent exited %d:\n%s" % (host.returncode, herr_text[-3000:]))
             check(herr_text.count("reads and writes through its USDT probes") == len(VMS),

@@ -146,6 +146,21 @@ def keep_output(build, tmp, test):
         print("the host agent's output could not be kept: %s" % err)
 
 
+def finish(host, hout, herr, guests):
+    """Waits for the guests, stops the host agent: (its JSON objects, its stderr), or None if QEMU cannot run."""
+    for _, t, _ in guests:
+        t.join(timeout=700)
+    time.sleep(1)
+    host.send_signal(signal.SIGINT)
+    host.wait(timeout=60)
+    hout.close()
+    if any(p.returncode == 77 for p, _, _ in guests):
+        print("SKIP: QEMU cannot run here: " + guests[0][2].get("stderr", "")[-2000:])
+        return None
+    herr.seek(0)
+    return [json.loads(l) for l in open(hout.name) if l.strip()], herr.read()
+
+
 def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
     """Every request the guest issued, matched in its own VM on the key it gave, down to its image file."""
     check("guest rc 0" in secs, "%s: guest agent failed:\n%s" % (name, "\n".join(secs.get("guest stderr", []))))
@@ -298,18 +313,10 @@ def main():
                                                       "--listen", "serial:" + socks[0], "--listen", "serial:" + socks[1]])
         guests = [start_guest(build, socks[i], images[i], VM_DISKS[i], "vm%d" % (i + 1), AGENT_ARGS[i])
                   for i in (0, 1)]
-        for p, t, _ in guests:
-            t.join(timeout=700)
-        time.sleep(1)
-        host.send_signal(signal.SIGINT)
-        host.wait(timeout=60)
-        hout.close()
-        if any(p.returncode == 77 for p, _, _ in guests):
-            print("SKIP: QEMU cannot run here: " + guests[0][2].get("stderr", "")[-2000:])
+        done = finish(host, hout, herr, guests)
+        if done is None:
             return 77
-        objs = [json.loads(l) for l in open(hout.name) if l.strip()]
-        herr.seek(0)
-        herr_text = herr.read()
+        objs, herr_text = done
         try:
             check(host.returncode == 0, "host agent exited %d:\n%s" % (host.returncode, herr_text[-3000:]))
             vms = {o["name"]: o for o in objs if o.get("type") == "vm" and o.get("event") == "traced"}
