@@ -177,12 +177,38 @@ static __always_inline __u64 copied_u64(const __u8 *b, __u32 n, __u64 base, __u6
 	return read_u64(addr);
 }
 
+/* The submit under way on this thread, for the backend calls that follow: set in place, not reinserted. */
+static __always_inline void cur_set(__u8 how, __u32 tid, const struct cur_submit *cur)
+{
+	struct cur_submit *slot;
+
+	/* Only backend calls look it up. */
+	if (how & IOT_QPID_NO_BACKEND)
+		return;
+	slot = bpf_map_lookup_elem(&cur_req, &tid);
+	if (slot)
+		*slot = *cur;
+	else
+		bpf_map_update_elem(&cur_req, &tid, cur, BPF_ANY);
+}
+
+/* A submit or merge event out: its header and the nreqs requests it holds (most hold one: 112 bytes, not 712). */
+static __always_inline void output_reqs(struct iot_qemu_event *e)
+{
+	__u64 size = IOT_QEMU_EVENT_BACKEND_SIZE + (__u64)e->nreqs * sizeof(struct iot_qemu_req);
+
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&qevents, e, size, wakeup_flag()))
+		count(IOT_QCNT_LOST);
+}
+
 static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque, __u16 flags)
 {
 	struct iot_qemu_event *e;
-	struct cur_submit cur, *slot;
+	struct cur_submit cur;
 	__u32 pid, tid, zero = 0, read_len = L.req_read, copied = 0;
-	__u64 req = opaque, sector_num = 0, size;
+	__u64 req = opaque, sector_num = 0;
 	struct req_bytes *rb;
 	__u8 how = traced(&pid, &tid);
 
@@ -190,14 +216,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		return 0;
 	cur.req = opaque;
 	cur.ts = bpf_ktime_get_ns();
-	/* Only backend calls look the submit up. A thread keeps its entry: set in place, not reinserted. */
-	if (!(how & IOT_QPID_NO_BACKEND)) {
-		slot = bpf_map_lookup_elem(&cur_req, &tid);
-		if (slot)
-			*slot = cur;
-		else
-			bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
-	}
+	cur_set(how, tid, &cur);
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;
@@ -281,12 +300,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 			e->buf = e->nreqs == 1 ? copied_u64(rb->b, copied, opaque, e->iov) : read_u64(e->iov);
 	}
 	count(IOT_QCNT_SUBMITS);
-	/* Most submits carry one request: 112 bytes instead of the 712 of a full chain. */
-	size = IOT_QEMU_EVENT_BACKEND_SIZE + (__u64)e->nreqs * sizeof(struct iot_qemu_req);
-	if (size > sizeof(*e))
-		size = sizeof(*e);
-	if (bpf_ringbuf_output(&qevents, e, size, wakeup_flag()))
-		count(IOT_QCNT_LOST);
+	output_reqs(e);
 	return 0;
 }
 
@@ -335,17 +349,19 @@ int BPF_USDT(qemu_usdt_write, void *vdev, void *req, __u64 sector, __u64 nsector
  * one's I/O vector rebuilt to hold them all. The backend calls follow on
  * this thread: the first request is the thread's submit from here.
  */
+#define VIRTIO_BLK_MAX_MERGE_REQS 32	/* QEMU's: MultiReqBuffer.reqs[] */
+
 SEC("usdt")
 int BPF_USDT(qemu_usdt_merge, void *vdev, void *mrb, int start, int num_reqs, __u64 offset, __u64 size,
 	     int is_write)
 {
-	struct cur_submit cur, *slot;
+	struct cur_submit cur;
 	struct iot_qemu_event *e;
 	__u32 pid, tid, zero = 0, n;
-	__u64 base, size_out;
+	__u64 base;
 	__u8 how = traced(&pid, &tid);
 
-	if (!how || num_reqs < 2 || start < 0 || start >= 32)
+	if (!how || num_reqs < 2 || start < 0 || start + num_reqs > VIRTIO_BLK_MAX_MERGE_REQS)
 		return 0;
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
@@ -377,19 +393,8 @@ int BPF_USDT(qemu_usdt_merge, void *vdev, void *mrb, int start, int num_reqs, __
 		e->iov = read_u64(e->req + L.req_qiov + L.qiov_iov);
 	cur.req = e->req;
 	cur.ts = e->ts;
-	if (!(how & IOT_QPID_NO_BACKEND)) {
-		slot = bpf_map_lookup_elem(&cur_req, &tid);
-		if (slot)
-			*slot = cur;
-		else
-			bpf_map_update_elem(&cur_req, &tid, &cur, BPF_ANY);
-	}
-	count(IOT_QCNT_MERGES);
-	size_out = IOT_QEMU_EVENT_BACKEND_SIZE + (__u64)n * sizeof(struct iot_qemu_req);
-	if (size_out > sizeof(*e))
-		size_out = sizeof(*e);
-	if (bpf_ringbuf_output(&qevents, e, size_out, wakeup_flag()))
-		count(IOT_QCNT_LOST);
+	cur_set(how, tid, &cur);
+	output_reqs(e);
 	return 0;
 }
 

@@ -132,7 +132,6 @@ enum iot_qemu_counter {
 	IOT_QCNT_SUBMITS,
 	IOT_QCNT_BACKENDS,
 	IOT_QCNT_LOST,		/* events the ring buffer had no room for */
-	IOT_QCNT_MERGES,	/* USDT: merged block-layer calls */
 	IOT_QCNT_MAX,
 };
 
