@@ -884,10 +884,16 @@ static void emit(struct perfetto *p, const struct iot_record *r, const char *src
 		{
 			struct slice *k = NULL, *q = NULL;
 
-			if (hx->kick_ns && hx->submit_ns)
-				k = slice_add(sl, &n, PL_QEMU, "kick_to_qemu", hx->kick_ns, hx->submit_ns, &ha, hm);
-			if (hx->submit_ns && hs)
-				q = slice_add(sl, &n, PL_QEMU, "qemu_to_host", hx->submit_ns, hs, &ha, hm);
+			if (hx->kernel) {
+				if (hx->kick_ns && hs)
+					k = slice_add(sl, &n, PL_QEMU, "kick_to_host", hx->kick_ns, hs, &ha, hm);
+			} else {
+				if (hx->kick_ns && hx->submit_ns)
+					k = slice_add(sl, &n, PL_QEMU, "kick_to_qemu", hx->kick_ns, hx->submit_ns, &ha,
+						      hm);
+				if (hx->submit_ns && hs)
+					q = slice_add(sl, &n, PL_QEMU, "qemu_to_host", hx->submit_ns, hs, &ha, hm);
+			}
 			/* On the QEMU thread that submitted it: its I/O thread, or the main loop. */
 			if (hx->qemu_pid && hx->qemu_tid) {
 				uint64_t proc = process_track(p, hm, hx->qemu_pid, hx->kick_ns ?: hx->submit_ns);

@@ -42,6 +42,7 @@ struct perfetto_host {
 	uint64_t gpa;		/* virtio-blk request header address (the key), 0 when unknown */
 	uint64_t kick_ns;	/* the guest handed the request to the device */
 	uint64_t submit_ns;	/* QEMU submitted it to its backend */
+	bool kernel;		/* seen on the kernel route: submit_ns is the host's, one kick_to_host slice */
 	int nio;
 	struct perfetto_host_io io[PERFETTO_HOST_IO_MAX];
 };

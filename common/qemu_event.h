@@ -27,6 +27,11 @@ struct iot_qemu_layout {
 	__u32 qiov_iov, qiov_size;
 	/* virtio-blk's MultiReqBuffer: its array of request pointers (USDT virtio_blk_submit_multireq) */
 	__u32 mrb_reqs;
+	/*
+	 * LuringAIOCB, file-posix's io_uring request (the SQE's user_data): the
+	 * copy of the SQE it keeps, and its QEMUIOVector pointer (kernel route)
+	 */
+	__u32 luringcb_sqe, luringcb_qiov;
 	/* RawPosixAIOData, the argument file-posix hands its thread pool */
 	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes, rawaio_iov;
 	/* argument positions, 0-based */
@@ -37,14 +42,21 @@ struct iot_qemu_layout {
 	/*
 	 * Not in the table: the bytes of a VirtIOBlockReq, a QEMUIOVector and a
 	 * RawPosixAIOData the probes copy at once (through the last field
-	 * read; at most 256, 64 and 64).
+	 * read; at most 256, 64 and 64), and of a LuringAIOCB (at most 128).
 	 */
-	__u32 req_read, qiov_read, rawaio_read;
+	__u32 req_read, qiov_read, rawaio_read, luringcb_read;
 };
 
 /* The qemu_pids map's values: how a traced QEMU process is probed. */
 #define IOT_QPID_TRACED		1
 #define IOT_QPID_NO_BACKEND	2	/* its backend calls are not probed: submits carry their buffer */
+/*
+ * The kernel route: its reads and writes are not probed in QEMU at all.
+ * Every drive is a raw image under aio=io_uring, and the host kernel's
+ * io_uring_submit_req tracepoint, on QEMU's own thread, reads the request
+ * from the LuringAIOCB its SQE names (IOT_QF_KERNEL).
+ */
+#define IOT_QPID_KERNEL		4
 
 #define IOT_QEMU_REQ_READ_MAX 256
 /*
@@ -55,6 +67,7 @@ struct iot_qemu_layout {
  */
 #define IOT_QEMU_REQ_TAIL 128
 #define IOT_QEMU_HEAD_READ_MAX 64	/* of a QEMUIOVector or a RawPosixAIOData */
+#define IOT_QEMU_CB_READ_MAX 128	/* of a LuringAIOCB */
 
 enum iot_qemu_ev {
 	IOT_QEV_SUBMIT = 1,	/* blk_aio_preadv/pwritev/flush: virtio-blk hands requests to the block layer */
@@ -84,6 +97,12 @@ enum iot_qemu_backend {
  */
 #define IOT_QF_NO_BACKEND	(1u << 2)
 #define IOT_QF_USDT		(1u << 3)	/* reported by a USDT probe (SUBMIT: at virtio-blk's parse) */
+/*
+ * Reported by the host kernel's io_uring_submit_req tracepoint (the kernel
+ * route): ts is when QEMU's io_uring submission reached the host kernel,
+ * not when virtio-blk handed the request to QEMU's block layer.
+ */
+#define IOT_QF_KERNEL		(1u << 4)
 
 /* One guest request as QEMU holds it. */
 struct iot_qemu_req {
@@ -132,6 +151,8 @@ enum iot_qemu_counter {
 	IOT_QCNT_SUBMITS,
 	IOT_QCNT_BACKENDS,
 	IOT_QCNT_LOST,		/* events the ring buffer had no room for */
+	IOT_QCNT_KSUBMITS,	/* kernel route: QEMU io_uring submissions read back as a virtio-blk request */
+	IOT_QCNT_KFOREIGN,	/* kernel route: io_uring submissions of a traced QEMU that are not (flushes, resubmits) */
 	IOT_QCNT_MAX,
 };
 

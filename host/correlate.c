@@ -78,6 +78,7 @@ struct qreq {
 	uint64_t blk;			/* the BlockBackend: which of the VM's drives */
 	uint64_t buf;			/* lean (IOT_QF_NO_BACKEND) submit's first request: its first data buffer */
 	bool lean;			/* its QEMU's backend calls are not probed */
+	bool kernel;			/* seen on the kernel route: submit_ts is the host kernel's */
 	bool served;			/* lean: its host I/O was found */
 	int32_t group;			/* the submit's first request (self for the first) */
 	uint32_t group_gen;
@@ -153,10 +154,11 @@ struct fdent {
 	bool valid;
 };
 
-enum vseg { VS_GUEST_ISSUE, VS_KICK_QEMU, VS_QEMU_HOST, VS_HOST_IO, VS_HOST_DEVICE, VS_HOST_GUEST_IRQ,
+/* VS_KICK_HOST: on the kernel route, no stamp inside QEMU splits the kick to the host's submit. */
+enum vseg { VS_GUEST_ISSUE, VS_KICK_QEMU, VS_QEMU_HOST, VS_KICK_HOST, VS_HOST_IO, VS_HOST_DEVICE, VS_HOST_GUEST_IRQ,
 	    VS_GUEST_DONE, VS_TOTAL, VS_MAX };
 static const char *const vseg_names[VS_MAX] = {
-	"guest_issue", "kick_to_qemu", "qemu_to_host", "host_io", "host_device", "host_to_guest_irq",
+	"guest_issue", "kick_to_qemu", "qemu_to_host", "kick_to_host", "host_io", "host_device", "host_to_guest_irq",
 	"guest_completion", "total",
 };
 
@@ -453,6 +455,8 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 	c->st.qemu_submits++;
 	if (e->flags & IOT_QF_USDT)
 		c->st.qemu_usdt_submits++;
+	if (e->flags & IOT_QF_KERNEL)
+		c->st.qemu_kernel_submits++;
 	/*
 	 * The window slots and index buckets this submit writes are cold (a
 	 * profile put a sixth of the agent on the stalls): ask for them first.
@@ -490,6 +494,7 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 		q->submit_ts = e->ts;
 		q->blk = e->blk;
 		q->lean = e->flags & IOT_QF_NO_BACKEND;
+		q->kernel = e->flags & IOT_QF_KERNEL;
 		if (first == NO_IDX) {
 			uint32_t n = c->nrecent++ % RECENT_MAX;
 
@@ -938,17 +943,20 @@ static void lean_attach(struct corr *c, int32_t qi, const struct iot_record *r, 
  * A lean QEMU's read or write: the newest submit of the same first buffer
  * made before the I/O began (a buffer is reused only once its request is
  * done), at the same offset (a raw image's offset is the guest's) and
- * operation, not served yet.
+ * operation, not served yet. On the kernel route the submit is stamped
+ * inside the I/O itself (its io_uring submission, after io_uring_enter
+ * began): before the I/O ended, then.
  */
 static bool link_by_buffers(struct corr *c, const struct iot_record *r)
 {
 	struct qreq key = { .pid = r->pid, .buf = r->ubuf };
-	uint64_t start = first_ts(r);
+	uint64_t start = first_ts(r), end = last_ts(r);
 
 	for (int32_t i = qfirst(c, &key, IX_BUF); i != NO_IDX; i = qnext(c, i, IX_BUF)) {
 		const struct qreq *q = &c->q[i];
 
-		if (q->pid != r->pid || q->buf != r->ubuf || q->submit_ts > start || q->served || q->op != r->op ||
+		if (q->pid != r->pid || q->buf != r->ubuf || q->submit_ts > (q->kernel ? end : start) || q->served ||
+		    q->op != r->op ||
 		    (r->offset != IOT_UNKNOWN_U64 && r->offset != q->sector * 512))
 			continue;
 		lean_attach(c, i, r, LINK_BUFFERS);
@@ -1238,6 +1246,7 @@ static void emit(struct corr *c, struct held *h)
 		px.gpa = q->gpa;
 		px.kick_ns = guest_kick(r);
 		px.submit_ns = q->submit_ts;
+		px.kernel = q->kernel;
 		px.qemu_tid = q->tid;
 		if (js) {
 			SB_LIT(js, ",\"qemu\":{\"head\":");
@@ -1247,6 +1256,8 @@ static void emit(struct corr *c, struct held *h)
 			sb_kv_u64(js, "len", q->len);
 			sb_kv_str(js, "op", iot_op_name(q->op));
 			sb_kv_u64(js, "submit_ns", q->submit_ts);
+			/* Where QEMU's request was seen: its probes, or the host kernel's io_uring submission. */
+			sb_kv_str(js, "seen_at", q->kernel ? "host_submit" : "qemu");
 			SB_LIT(js, "},\"host_io\":[");
 		}
 		if (g->gen == q->group_gen) {
@@ -1301,8 +1312,12 @@ static void emit(struct corr *c, struct held *h)
 		else
 			sbf(&tx, "| host: matched (%s), no host I/O seen", corr_reason_name(why));
 		seg_add(c, js, &tx, VS_GUEST_ISSUE, first_ts(r), guest_kick(r));
-		seg_add(c, js, &tx, VS_KICK_QEMU, guest_kick(r), q->submit_ts);
-		seg_add(c, js, &tx, VS_QEMU_HOST, q->submit_ts, hs);
+		if (q->kernel) {
+			seg_add(c, js, &tx, VS_KICK_HOST, guest_kick(r), hs);
+		} else {
+			seg_add(c, js, &tx, VS_KICK_QEMU, guest_kick(r), q->submit_ts);
+			seg_add(c, js, &tx, VS_QEMU_HOST, q->submit_ts, hs);
+		}
 		seg_add(c, js, &tx, VS_HOST_IO, hs, he);
 		if (ds && de)
 			seg_add(c, js, &tx, VS_HOST_DEVICE, ds, de);

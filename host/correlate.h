@@ -76,6 +76,7 @@ struct corr_stats {
 	 */
 	uint64_t qemu_merges, qemu_merge_unknown;
 	uint64_t qemu_usdt_submits;		/* reads and writes reported by USDT probes */
+	uint64_t qemu_kernel_submits;		/* reads and writes seen on the kernel route */
 };
 
 struct corr;

@@ -509,6 +509,81 @@ static void test_usdt_merge(void)
 	fixture_close(&x);
 }
 
+/*
+ * The kernel route: QEMU's request is stamped at its io_uring submission,
+ * inside the host I/O (after io_uring_enter began). It is still that I/O's,
+ * and a later read of the same block into the same buffer, submitted once
+ * the first was done, is not: each host I/O goes to its own request, and
+ * the split has one kick_to_host segment.
+ */
+static void kernel_submit(struct corr *c, uint64_t ts, uint64_t gpa, uint64_t sector, uint32_t head, uint64_t buf)
+{
+	struct iot_qemu_event e = { .ts = ts, .pid = VM, .tid = VM + 1, .type = IOT_QEV_SUBMIT, .op = IOT_OP_READ,
+				    .nreqs = 1, .flags = IOT_QF_LAYOUT_OK | IOT_QF_NO_BACKEND | IOT_QF_KERNEL,
+				    .blk = 1ULL << 63 | 5, .offset = sector * 512, .bytes = 4096, .req = 0x5000 + head,
+				    .buf = buf, .iov = IOV_OF(head) };
+
+	e.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + head, .gpa = gpa, .sector = sector, .qiov_size = 4096,
+					   .head = head, .type = 0 };
+	corr_qemu_event(c, &e);
+}
+
+/* The host I/O start of the guest record joined to QEMU head h, 0 if none; its line's split in ret. */
+static uint64_t host_start_of_head(const char *out, uint32_t h, char *ret, size_t len)
+{
+	char key[64];
+
+	snprintf(key, sizeof(key), "\"qemu\":{\"head\":%u,", h);
+	for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *end = strchr(l, '\n') ?: l + strlen(l), *k = strstr(l, key), *st, *sp;
+
+		if (!k || k > end)
+			continue;
+		sp = strstr(k, "\"split_ns\":[");
+		snprintf(ret, len, "%.*s", sp && sp < end ? (int)(end - sp) : 0, sp ? sp : "");
+		st = strstr(l, "\"start_ns\":");
+		return st && st < end ? strtoull(st + 11, NULL, 10) : 0;
+	}
+	return 0;
+}
+
+static void test_kernel_route(void)
+{
+	struct fixture x;
+	struct corr *c = fixture_open(&x);
+	struct corr_stats st;
+	uint64_t t = 60000000 * US, b1 = 0x7f6600000000ull;
+	char split[512];
+	const char *buf;
+
+	if (!c)
+		return;
+	corr_vm_lean(c, VM, true);
+	kernel_submit(c, t + 12 * US, 0xa000, 400, 70, b1);	/* A: in its I/O, which began at +10 */
+	kernel_submit(c, t + 70 * US, 0xa100, 400, 71, b1);	/* B: the same block and buffer, after A ended */
+	host_io(c, t + 10 * US, IOT_OP_READ, 400 * 512, b1);	/* A's: +10 to +60 */
+	host_io(c, t + 68 * US, IOT_OP_READ, 400 * 512, b1);	/* B's */
+	guest(c, t + 5 * US, DEV_1, 0xa000, 400);
+	guest(c, t + 65 * US, DEV_1, 0xa100, 400);
+	corr_tick(c, t + 100000 * US);
+	corr_get_stats(c, &st);
+	buf = fixture_text(&x);
+	CHECK(host_start_of_head(buf, 70, split, sizeof(split)) == t + 10 * US,
+	      "A's host I/O starts at %llu (want its own, %llu)",
+	      (unsigned long long)host_start_of_head(buf, 70, split, sizeof(split)), (unsigned long long)(t + 10 * US));
+	CHECK(strstr(split, "kick_to_host") && !strstr(split, "kick_to_qemu") && !strstr(split, "qemu_to_host"),
+	      "A's split on the kernel route: %s", split);
+	CHECK(strstr(buf, "\"seen_at\":\"host_submit\""), "no record says its QEMU request was seen at the host's submit");
+	CHECK(host_start_of_head(buf, 71, split, sizeof(split)) == t + 68 * US,
+	      "B's host I/O starts at %llu (want its own, %llu)",
+	      (unsigned long long)host_start_of_head(buf, 71, split, sizeof(split)), (unsigned long long)(t + 68 * US));
+	CHECK(st.qemu_kernel_submits == 2 && st.host_by_buffers == 2 && st.guest[CORR_MATCHED_GPA] == 2,
+	      "kernel submits %llu, tied by buffers %llu, matched %llu (want 2, 2, 2)",
+	      (unsigned long long)st.qemu_kernel_submits, (unsigned long long)st.host_by_buffers,
+	      (unsigned long long)st.guest[CORR_MATCHED_GPA]);
+	fixture_close(&x);
+}
+
 int main(void)
 {
 	struct fixture x;
@@ -550,6 +625,7 @@ int main(void)
 	test_taken_before_kick();
 	test_native_unwritten();
 	test_usdt_merge();
+	test_kernel_route();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }
