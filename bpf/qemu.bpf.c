@@ -27,6 +27,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/usdt.bpf.h>
 #include "record.h"
 #include "qemu_event.h"
@@ -113,18 +114,24 @@ static __always_inline __u64 read_u64(__u64 addr)
 	return v;
 }
 
-/* Is the current process a traced QEMU? Counts the hit either way. */
-static __always_inline __u8 traced(__u32 *ret_pid, __u32 *ret_tid)
+/* How the current process is traced (IOT_QPID_*), 0 if it is not a traced QEMU. */
+static __always_inline __u8 traced_how(__u32 *ret_pid, __u32 *ret_tid)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
 	__u8 *v;
 
-	count(IOT_QCNT_HITS);
 	*ret_pid = pid;
 	*ret_tid = (__u32)id;
 	v = bpf_map_lookup_elem(&qemu_pids, &pid);
 	return v ? *v | IOT_QPID_TRACED : 0;
+}
+
+/* The same for a uprobe or USDT program: counts the hit (each is a trap) either way. */
+static __always_inline __u8 traced(__u32 *ret_pid, __u32 *ret_tid)
+{
+	count(IOT_QCNT_HITS);
+	return traced_how(ret_pid, ret_tid);
 }
 
 /* A VirtIOBlockReq's first L.req_read bytes and usually the arrays after it, copied in one read. */
@@ -203,14 +210,20 @@ static __always_inline void output_reqs(struct iot_qemu_event *e)
 		count(IOT_QCNT_LOST);
 }
 
-static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qiov, __u64 opaque, __u16 flags)
+/*
+ * A submit: virtio-blk's request at opaque (and those merged with it) goes
+ * down as one call of offset and qiov. want_iov, when not 0, is the I/O
+ * vector the call is known to carry (the kernel route's SQE): the request
+ * read back must hold it too.
+ */
+static __always_inline int on_submit(__u8 how, __u32 pid, __u32 tid, __u16 op, __u64 blk, __u64 offset, __u64 qiov,
+				     __u64 opaque, __u16 flags, __u64 want_iov)
 {
 	struct iot_qemu_event *e;
 	struct cur_submit cur;
-	__u32 pid, tid, zero = 0, read_len = L.req_read, copied = 0;
+	__u32 zero = 0, read_len = L.req_read, copied = 0;
 	__u64 req = opaque, sector_num = 0;
 	struct req_bytes *rb;
-	__u8 how = traced(&pid, &tid);
 
 	if (!how)
 		return 0;
@@ -290,7 +303,7 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 		if (e->reqs[0].type == 4 /* VIRTIO_BLK_T_FLUSH */ && e->reqs[0].gpa)
 			e->flags |= IOT_QF_LAYOUT_OK;
 	} else if (e->reqs[0].gpa && sector_num == e->reqs[0].sector && sector_num * 512 == offset &&
-		   e->reqs[0].type == (op == IOT_OP_WRITE ? 1 : 0)) {
+		   e->reqs[0].type == (op == IOT_OP_WRITE ? 1 : 0) && (!want_iov || e->iov == want_iov)) {
 		e->flags |= IOT_QF_LAYOUT_OK;
 	}
 	if (how & IOT_QPID_NO_BACKEND) {
@@ -308,20 +321,104 @@ static __always_inline int on_submit(__u16 op, __u64 blk, __u64 offset, __u64 qi
 SEC("uprobe")
 int qemu_blk_aio_preadv(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0);
+	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
+
+	return on_submit(how, pid, tid, IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0);
 }
 
 SEC("uprobe")
 int qemu_blk_aio_pwritev(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0);
+	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
+
+	return on_submit(how, pid, tid, IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0);
 }
 
 /* blk_aio_flush(BlockBackend *blk, cb, void *opaque) */
 SEC("uprobe")
 int qemu_blk_aio_flush(struct pt_regs *ctx)
 {
-	return on_submit(IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2), 0);
+	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
+
+	return on_submit(how, pid, tid, IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2), 0, 0);
+}
+
+/* The LuringAIOCB an SQE names, copied in one read. */
+struct cb_bytes {
+	__u8 b[IOT_QEMU_CB_READ_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cb_bytes);
+} cbbuf SEC(".maps");
+
+/* struct io_uring_sqe, the kernel's ABI: where its fields are. */
+#define SQE_OPCODE	0
+#define SQE_FD		4
+#define SQE_OFF		8
+#define SQE_ADDR	16
+#define SQE_LEN		24
+#define SQE_USER_DATA	32
+#define SQE_SIZE	64
+
+/*
+ * The kernel route: no probe in QEMU. QEMU's io_uring backend submits
+ * each read and write with its LuringAIOCB as the SQE's user_data, and
+ * that LuringAIOCB keeps the SQE it was made from and the QEMUIOVector it
+ * carries, which for a raw image is the VirtIOBlockReq's own (merged
+ * requests chained through mr_next, as at blk_aio_*). The tracepoint fires
+ * on the submitting QEMU thread, so QEMU's memory is the current one.
+ *
+ * Checked per submission against the running binary: the copy of the SQE
+ * must name its own LuringAIOCB and agree with the request the kernel
+ * took (opcode, file offset, I/O vector), and the VirtIOBlockReq read
+ * through it must hold that I/O vector, sector and operation. Anything
+ * else (a flush, a short read resubmitted, a request QEMU bounced through
+ * its own buffer) is counted and left out.
+ */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(qemu_uring_submit, struct io_kiocb *ioreq)
+{
+	__u32 pid, tid, zero = 0, n = L.luringcb_read, s = L.luringcb_sqe;
+	__u8 how = traced_how(&pid, &tid), opcode;
+	__u64 cb, qiov, addr, off;
+	struct cb_bytes *b;
+	__u16 op;
+
+	if (!(how & IOT_QPID_KERNEL))
+		return 0;
+	opcode = ioreq->opcode;
+	cb = ioreq->cqe.user_data;
+	if (opcode == IORING_OP_READV)
+		op = IOT_OP_READ;
+	else if (opcode == IORING_OP_WRITEV)
+		op = IOT_OP_WRITE;
+	else
+		goto foreign;
+	b = bpf_map_lookup_elem(&cbbuf, &zero);
+	if (!b || !n || n > IOT_QEMU_CB_READ_MAX || s > IOT_QEMU_CB_READ_MAX - SQE_SIZE ||
+	    bpf_probe_read_user(b->b, n, (void *)cb))
+		goto foreign;
+	addr = get_u64(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_ADDR);
+	off = get_u64(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_OFF);
+	qiov = get_u64(b->b, IOT_QEMU_CB_READ_MAX, L.luringcb_qiov);
+	if (get_u64(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_USER_DATA) != cb ||
+	    b->b[s & (IOT_QEMU_CB_READ_MAX - 1)] != opcode || !qiov || !addr ||
+	    off != (__u64)BPF_CORE_READ((struct io_rw *)ioreq, kiocb.ki_pos))
+		goto foreign;
+	count(IOT_QCNT_KSUBMITS);
+	/* The drive: the image's descriptor in this QEMU (the top bit keeps it apart from a BlockBackend). */
+	return on_submit(how, pid, tid, op, 1ULL << 63 | get_u32(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_FD), off, qiov,
+			 qiov - L.req_qiov, IOT_QF_KERNEL, addr);
+foreign:
+	count(IOT_QCNT_KFOREIGN);
+	return 0;
 }
 
 /*
@@ -333,13 +430,21 @@ int qemu_blk_aio_flush(struct pt_regs *ctx)
 SEC("usdt")
 int BPF_USDT(qemu_usdt_read, void *vdev, void *req, __u64 sector, __u64 nsectors)
 {
-	return on_submit(IOT_OP_READ, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req, IOT_QF_USDT);
+	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
+
+	return on_submit(how, pid, tid, IOT_OP_READ, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req,
+			 IOT_QF_USDT, 0);
 }
 
 SEC("usdt")
 int BPF_USDT(qemu_usdt_write, void *vdev, void *req, __u64 sector, __u64 nsectors)
 {
-	return on_submit(IOT_OP_WRITE, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req, IOT_QF_USDT);
+	__u32 pid, tid;
+	__u8 how = traced(&pid, &tid);
+
+	return on_submit(how, pid, tid, IOT_OP_WRITE, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req,
+			 IOT_QF_USDT, 0);
 }
 
 /*

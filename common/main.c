@@ -51,6 +51,7 @@ struct cli {
 	int qemu_pids[16];
 	int nqemu_pids;
 	bool no_qemu;
+	bool kernel_route;	/* --qemu-route kernel */
 	bool layers_given;	/* -L was given (host mode takes only that among the tracing options) */
 };
 
@@ -88,6 +89,14 @@ static const char usage_text[] =
 "                         one that cannot be traced is an error\n"
 "      --no-qemu          host: only receive guests, trace nothing here (needs\n"
 "                         no privileges)\n"
+"      --qemu-route R     host: how QEMU's reads and writes are seen. probes\n"
+"                         (default): its USDT probes or uprobes, one trap in\n"
+"                         QEMU per request. kernel: a VM whose drives are all\n"
+"                         raw images (format=raw) under aio=io_uring is seen\n"
+"                         from the host kernel's io_uring submissions alone,\n"
+"                         no trap; its split has no stamp inside QEMU\n"
+"                         (kick_to_host instead of kick_to_qemu and\n"
+"                         qemu_to_host). Other VMs keep their probes\n"
 "                         ADDR: vsock:CID:PORT, serial:PATH (in the guest the\n"
 "                         virtio-serial port, on the host the unix socket QEMU\n"
 "                         serves for it), unix:PATH or tcp:HOST:PORT\n"
@@ -194,7 +203,7 @@ static void stat_path(const char *opt, const char *path, bool want_dir, uint64_t
 }
 
 enum { OPT_CGROUP = 256, OPT_FILE, OPT_DIR, OPT_SAMPLE, OPT_NO_STATUS, OPT_LIST, OPT_RB, OPT_MODE,
-       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE, OPT_QEMU_PID, OPT_NO_QEMU,
+       OPT_NO_FENTRY, OPT_NO_KPROBE, OPT_CONNECT, OPT_LISTEN, OPT_QUEUE, OPT_QEMU_PID, OPT_NO_QEMU, OPT_QEMU_ROUTE,
        OPT_PERFETTO };
 
 static void parse_args(int argc, char **argv, struct cli *c)
@@ -228,12 +237,13 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		{ "listen", required_argument, NULL, OPT_LISTEN },
 		{ "queue-kb", required_argument, NULL, OPT_QUEUE },
 		{ "qemu-pid", required_argument, NULL, OPT_QEMU_PID },
+		{ "qemu-route", required_argument, NULL, OPT_QEMU_ROUTE },
 		{ "no-qemu", no_argument, NULL, OPT_NO_QEMU },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{}
 	};
-	bool requests = false, has_queue = false, tracing_opts;
+	bool requests = false, has_queue = false, has_route = false, tracing_opts;
 	char aerr[300];
 	const char *bad;
 	uint32_t mask;
@@ -376,6 +386,15 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		case OPT_NO_QEMU:
 			c->no_qemu = true;
 			break;
+		case OPT_QEMU_ROUTE:
+			if (!strcmp(optarg, "kernel"))
+				c->kernel_route = true;
+			else if (!strcmp(optarg, "probes"))
+				c->kernel_route = false;
+			else
+				die_usage("--qemu-route: unknown route '%s' (probes, kernel)", optarg);
+			has_route = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -404,8 +423,10 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		die_usage("--queue-kb is for --mode guest");
 	if (c->nlisten && strcmp(c->mode, "host"))
 		die_usage("--listen is for --mode host");
-	if ((c->nqemu_pids || c->no_qemu) && strcmp(c->mode, "host"))
-		die_usage("--qemu-pid and --no-qemu are for --mode host");
+	if ((c->nqemu_pids || c->no_qemu || has_route) && strcmp(c->mode, "host"))
+		die_usage("--qemu-pid, --qemu-route and --no-qemu are for --mode host");
+	if (has_route && c->no_qemu)
+		die_usage("--qemu-route and --no-qemu contradict each other");
 	if (c->nqemu_pids && c->no_qemu)
 		die_usage("--qemu-pid and --no-qemu contradict each other");
 	if (!strcmp(c->mode, "guest")) {
@@ -635,7 +656,7 @@ static int run_host(struct cli *c)
 			       .summary_only = c->summary_only,
 			       .layers = c->layers_given ? c->topts.layers : 0,
 			       .layers_explicit = c->topts.layers_explicit,
-			       .nqemu_pids = c->nqemu_pids, .verbose = verbose };
+			       .nqemu_pids = c->nqemu_pids, .kernel_route = c->kernel_route, .verbose = verbose };
 	FILE *of = stdout;
 	int err, pfd = -1;
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <gelf.h>
 #include <libelf.h>
 #include "procinfo.h"
@@ -45,6 +46,8 @@ static const struct {
 		.luring_fd = 2, .luring_off = 3, .luring_qiov = 4, .luring_type = 5,
 		/* laio_co_submit(bs, s, fd, offset, qiov, type, dev_max_batch) */
 		.laio_fd = 2, .laio_off = 3, .laio_qiov = 4, .laio_type = 5,
+		/* LuringAIOCB: co, sqeq (struct io_uring_sqe, 64 bytes), ret, qiov, is_read, ... */
+		.luringcb_sqe = 8, .luringcb_qiov = 80,
 	} },
 };
 
@@ -228,6 +231,8 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 				if (!opt_get(v, "driver", val, sizeof(val)) ||
 				    (strcmp(val, "null-co") && strcmp(val, "null-aio")))
 					vm->other_drives = true;
+				else
+					vm->null_drives++;
 			} else if (pass == 0 && (!strcmp(p, "-hda") || !strcmp(p, "-hdb") ||
 						 !strcmp(p, "-hdc") || !strcmp(p, "-hdd") || !strcmp(p, "-cdrom") ||
 						 !strcmp(p, "-sd") || !strcmp(p, "-pflash") || !strcmp(p, "-snapshot") ||
@@ -270,7 +275,7 @@ int qemu_vm_read(int pid, struct qemu_vm *vm)
 	return 0;
 }
 
-#define BACKEND_PROBES_MAX 4
+#define PID_PROBES_MAX 8	/* a process's own: its reads and writes (2, or 3 USDT), its backend calls (3) */
 #define QEMU_PIDS_MAX 256	/* the qemu_pids map's size */
 
 struct qemu_tracer {
@@ -280,16 +285,22 @@ struct qemu_tracer {
 	int nlinks;
 	struct qemu_probe plan[8];
 	int nplan;
-	/* The traced processes whose backend calls are probed: those uprobes are their own. */
+	/*
+	 * The probes each traced process has for itself alone: its reads and
+	 * writes (none on the kernel route), its backend calls where needed. A
+	 * uprobe attached for one process traps in that process only.
+	 */
 	struct pid_links {
 		uint32_t pid;
 		int n;
-		struct bpf_link *l[BACKEND_PROBES_MAX];
+		struct bpf_link *l[PID_PROBES_MAX];
 	} pids[QEMU_PIDS_MAX];
 	int npids;
 	char exe[256];
 	char notes[160];	/* functions probed at a single-stepped entry */
 	bool usdt;		/* reads and writes through the binary's USDT probes */
+	struct bpf_link *kernel_link;	/* the kernel route's io_uring_submit_req program, if on */
+	char kernel_why[160];		/* why not, when it was asked for */
 	qemu_event_fn fn;
 	void *ctx;
 };
@@ -544,11 +555,22 @@ static uint32_t read_len(const uint32_t *ends, size_t n)
 
 #define READ_LEN(...) read_len((const uint32_t[]){ __VA_ARGS__ }, sizeof((const uint32_t[]){ __VA_ARGS__ }) / 4)
 
-struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
+/* Does the running kernel have the io_uring_submit_req tracepoint, typed (tp_btf)? */
+static bool kernel_has_uring_submit_tp(void)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	bool have = btf && btf__find_by_name_kind(btf, "btf_trace_io_uring_submit_req", BTF_KIND_TYPEDEF) > 0;
+
+	btf__free(btf);
+	return have;
+}
+
+struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout, bool kernel_route,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen)
 {
 	struct qemu_probe plan[PROBES_N];
 	struct qemu_tracer *q = calloc(1, sizeof(*q));
+	bool kernel = false;
 	int r;
 
 	if (!q) {
@@ -572,15 +594,26 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 	q->skel->rodata->L.rawaio_read = READ_LEN(layout->rawaio_type + 4, layout->rawaio_fd + 4,
 						  layout->rawaio_offset + 8, layout->rawaio_nbytes + 8,
 						  layout->rawaio_iov + 8);
+	q->skel->rodata->L.luringcb_read = READ_LEN(layout->luringcb_sqe + 64, layout->luringcb_qiov + 8);
 	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX ||
 	    q->skel->rodata->L.qiov_read > IOT_QEMU_HEAD_READ_MAX ||
-	    q->skel->rodata->L.rawaio_read > IOT_QEMU_HEAD_READ_MAX) {
+	    q->skel->rodata->L.rawaio_read > IOT_QEMU_HEAD_READ_MAX ||
+	    q->skel->rodata->L.luringcb_read > IOT_QEMU_CB_READ_MAX) {
 		snprintf(err, errlen, "the layout reads past what the probes copy (VirtIOBlockReq %u of %u, "
-			 "QEMUIOVector %u and RawPosixAIOData %u of %u bytes)", q->skel->rodata->L.req_read,
-			 IOT_QEMU_REQ_READ_MAX, q->skel->rodata->L.qiov_read, q->skel->rodata->L.rawaio_read,
-			 IOT_QEMU_HEAD_READ_MAX);
+			 "QEMUIOVector %u and RawPosixAIOData %u of %u, LuringAIOCB %u of %u bytes)",
+			 q->skel->rodata->L.req_read, IOT_QEMU_REQ_READ_MAX, q->skel->rodata->L.qiov_read,
+			 q->skel->rodata->L.rawaio_read, IOT_QEMU_HEAD_READ_MAX, q->skel->rodata->L.luringcb_read,
+			 IOT_QEMU_CB_READ_MAX);
 		goto fail;
 	}
+	/* The kernel route's program, loaded only when asked for and the kernel can run it. */
+	if (kernel_route) {
+		kernel = kernel_has_uring_submit_tp();
+		if (!kernel)
+			snprintf(q->kernel_why, sizeof(q->kernel_why), "this kernel has no typed (BTF) "
+				 "io_uring_submit_req tracepoint");
+	}
+	bpf_program__set_autoload(q->skel->progs.qemu_uring_submit, kernel);
 	r = qemu_bpf__load(q->skel);
 	if (r) {
 		snprintf(err, errlen, "cannot load the qemu layer's BPF programs: %s", strerror(-r));
@@ -596,16 +629,11 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 	memcpy(q->plan, plan, sizeof(plan));
 	q->nplan = PROBES_N;
 	q->usdt = qemu_has_usdt(exe);
-	for (size_t i = 0; q->usdt && i < USDT_N; i++) {
-		struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, usdt_sites[i].prog);
-		struct bpf_link *l = p ? bpf_program__attach_usdt(p, -1, exe, "qemu", usdt_sites[i].name, NULL) : NULL;
-
-		if (!l) {
-			snprintf(err, errlen, "%s: cannot attach to its USDT probe qemu:%s: %s", exe, usdt_sites[i].name,
-				 strerror(errno));
-			goto fail;
-		}
-		q->links[q->nlinks++] = l;
+	if (kernel) {
+		q->kernel_link = bpf_program__attach(q->skel->progs.qemu_uring_submit);
+		if (!q->kernel_link)
+			snprintf(q->kernel_why, sizeof(q->kernel_why), "its program on io_uring_submit_req did not "
+				 "attach: %s", strerror(errno));
 	}
 	for (size_t i = 0; i < PROBES_N; i++) {
 		const struct qemu_probe *pp = &plan[i];
@@ -613,11 +641,14 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 		struct bpf_program *p;
 		struct bpf_link *l;
 
-		/* Backend calls are probed in the processes that need them (qemu_tracer__add_pid). */
-		if (pp->backend)
-			continue;
-		/* Reads and writes come from the USDT probes where the binary has them. */
-		if (q->usdt && pp->usdt_replaced)
+		if (pp->stepped && !(q->usdt && pp->usdt_replaced))
+			snprintf(q->notes + strlen(q->notes), sizeof(q->notes) - strlen(q->notes), "%s%s",
+				 q->notes[0] ? ", " : "", pp->func);
+		/*
+		 * Reads and writes, and backend calls, are probed in the processes
+		 * that need them (qemu_tracer__add_pid): flushes here, for all.
+		 */
+		if (pp->backend || pp->usdt_replaced)
 			continue;
 		p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
 		l = p ? bpf_program__attach_uprobe_opts(p, -1, exe, pp->off, &uo) : NULL;
@@ -627,9 +658,6 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 			goto fail;
 		}
 		q->links[q->nlinks++] = l;
-		if (pp->stepped)
-			snprintf(q->notes + strlen(q->notes), sizeof(q->notes) - strlen(q->notes), "%s%s",
-				 q->notes[0] ? ", " : "", pp->func);
 	}
 	q->rb = ring_buffer__new(bpf_map__fd(q->skel->maps.qevents), on_qevent, q, NULL);
 	if (!q->rb) {
@@ -657,6 +685,11 @@ const char *qemu_tracer__exe(const struct qemu_tracer *q)
 	return q->exe;
 }
 
+const char *qemu_tracer__kernel_route(const struct qemu_tracer *q)
+{
+	return q->kernel_link ? NULL : q->kernel_why[0] ? q->kernel_why : "it was not asked for";
+}
+
 static void pid_links_free(struct qemu_tracer *q, int i)
 {
 	for (int k = 0; k < q->pids[i].n; k++)
@@ -664,10 +697,45 @@ static void pid_links_free(struct qemu_tracer *q, int i)
 	q->pids[i] = q->pids[--q->npids];
 }
 
-/* The backend uprobes of process pid, attached for it alone. */
-static int pid_links_attach(struct qemu_tracer *q, uint32_t pid, char *err, size_t errlen)
+/* One probe of process pid, attached for it alone: 0 or -errno, with err said. */
+static int pid_link(struct qemu_tracer *q, struct pid_links *pl, const char *prog, const char *func, uint32_t off,
+		    bool usdt, char *err, size_t errlen)
+{
+	struct bpf_program *p = bpf_object__find_program_by_name(q->skel->obj, prog);
+	LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = func);
+	struct bpf_link *l;
+
+	if (pl->n == PID_PROBES_MAX) {
+		snprintf(err, errlen, "more than %d probes in pid %u", PID_PROBES_MAX, pl->pid);
+		return -ENOSPC;
+	}
+	if (!p)
+		l = NULL, errno = ENOENT;
+	else if (usdt)
+		l = bpf_program__attach_usdt(p, pl->pid, q->exe, "qemu", func, NULL);
+	else
+		l = bpf_program__attach_uprobe_opts(p, pl->pid, q->exe, off, &uo);
+	if (!l) {
+		int r = -errno;
+
+		snprintf(err, errlen, "%s: cannot attach %s %s%s in pid %u: %s", q->exe, usdt ? "to its USDT probe" :
+			 "a uprobe on", usdt ? "qemu:" : "", func, pl->pid, strerror(errno));
+		return r ? r : -EINVAL;
+	}
+	pl->l[pl->n++] = l;
+	return 0;
+}
+
+/*
+ * The probes of process pid, attached for it alone: its reads and writes
+ * (the USDT probes where the binary has them; none on the kernel route)
+ * and, where needed, its backend calls.
+ */
+static int pid_links_attach(struct qemu_tracer *q, uint32_t pid, bool backend, bool kernel, char *err,
+			    size_t errlen)
 {
 	struct pid_links *pl;
+	int r = 0;
 
 	if (q->npids == QEMU_PIDS_MAX) {
 		snprintf(err, errlen, "more than %d QEMU processes", QEMU_PIDS_MAX);
@@ -676,27 +744,17 @@ static int pid_links_attach(struct qemu_tracer *q, uint32_t pid, char *err, size
 	pl = &q->pids[q->npids++];
 	memset(pl, 0, sizeof(*pl));
 	pl->pid = pid;
-	for (int i = 0; i < q->nplan; i++) {
+	for (size_t i = 0; !kernel && q->usdt && !r && i < USDT_N; i++)
+		r = pid_link(q, pl, usdt_sites[i].prog, usdt_sites[i].name, 0, true, err, errlen);
+	for (int i = 0; !r && i < q->nplan; i++) {
 		const struct qemu_probe *pp = &q->plan[i];
-		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = pp->func);
-		struct bpf_program *p;
-		struct bpf_link *l;
-		int r;
 
-		if (!pp->backend || pl->n == BACKEND_PROBES_MAX)
-			continue;
-		p = bpf_object__find_program_by_name(q->skel->obj, pp->prog);
-		l = p ? bpf_program__attach_uprobe_opts(p, pid, q->exe, pp->off, &uo) : NULL;
-		if (!l) {
-			r = -errno;
-			snprintf(err, errlen, "%s: cannot attach a uprobe on %s in pid %u: %s", q->exe, pp->func, pid,
-				 strerror(errno));
-			pid_links_free(q, q->npids - 1);
-			return r;
-		}
-		pl->l[pl->n++] = l;
+		if ((pp->backend && backend) || (pp->usdt_replaced && !q->usdt && !kernel))
+			r = pid_link(q, pl, pp->prog, pp->func, pp->off, false, err, errlen);
 	}
-	return 0;
+	if (r)
+		pid_links_free(q, q->npids - 1);
+	return r;
 }
 
 static void pid_links_drop(struct qemu_tracer *q, uint32_t pid)
@@ -708,13 +766,20 @@ static void pid_links_drop(struct qemu_tracer *q, uint32_t pid)
 		}
 }
 
-int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, char *err, size_t errlen)
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, bool kernel, char *err,
+			 size_t errlen)
 {
 	uint8_t how = backend ? IOT_QPID_TRACED : IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
 	int r;
 
+	if (kernel && (backend || !q->kernel_link)) {
+		snprintf(err, errlen, "the kernel route is not open to pid %u", pid);
+		return -EINVAL;
+	}
+	if (kernel)
+		how |= IOT_QPID_KERNEL;
 	pid_links_drop(q, pid);
-	if (backend && (r = pid_links_attach(q, pid, err, errlen)))
+	if ((r = pid_links_attach(q, pid, backend, kernel, err, errlen)))
 		return r;
 	r = bpf_map__update_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), &how, sizeof(how), BPF_ANY);
 	if (r) {
@@ -743,6 +808,19 @@ bool qemu_vm_needs_backend(const struct qemu_vm *vm)
 			return true;
 	}
 	return false;
+}
+
+bool qemu_vm_kernel_route(const struct qemu_vm *vm)
+{
+	if (vm->other_drives || vm->null_drives || !vm->ndrives)
+		return false;
+	for (int i = 0; i < vm->ndrives; i++) {
+		const struct qemu_drive *d = &vm->drives[i];
+
+		if (!d->format_given || strcmp(d->format, "raw") || strcmp(d->aio, "io_uring"))
+			return false;
+	}
+	return true;
 }
 
 int qemu_tracer__fd(const struct qemu_tracer *q)
@@ -785,6 +863,7 @@ void qemu_tracer__free(struct qemu_tracer *q)
 		pid_links_free(q, 0);
 	for (int i = 0; i < q->nlinks; i++)
 		bpf_link__destroy(q->links[i]);
+	bpf_link__destroy(q->kernel_link);
 	qemu_bpf__destroy(q->skel);
 	free(q);
 }

@@ -35,6 +35,7 @@ struct qemu_vm {
 	char serial_socket[QEMU_SERIALS_MAX][108];	/* unix sockets of its chardevs */
 	int ndrives;
 	struct qemu_drive drives[QEMU_DRIVES_MAX];
+	int null_drives;	/* -blockdev null-co/null-aio: no host I/O, seen by probes in QEMU only */
 	bool other_drives;	/* drives not described in drives[] (-blockdev other than null-co, -hda,
 				 * snapshot overlays, too many) */
 };
@@ -53,6 +54,12 @@ int qemu_vm_read(int pid, struct qemu_vm *ret_vm);
  * own (metadata, copy on write) and Linux AIO is seen per bio, by sector.
  */
 bool qemu_vm_needs_backend(const struct qemu_vm *vm);
+/*
+ * Can the VM's reads and writes be traced on the kernel route, with no
+ * probe in QEMU? When every drive is a raw image (format=raw given) under
+ * aio=io_uring: its io_uring submissions name QEMU's request (bpf/qemu.bpf.c).
+ */
+bool qemu_vm_kernel_route(const struct qemu_vm *vm);
 
 /*
  * The version of a QEMU binary, from the banner it prints for --version
@@ -93,12 +100,17 @@ int qemu_probe_plan(const char *exe, struct qemu_probe *ret, size_t max);
  */
 bool qemu_has_usdt(const char *exe);
 
-/* The qemu layer on one QEMU binary (every process running it; only added pids report). */
+/*
+ * The qemu layer on one QEMU binary (only added pids report). kernel_route:
+ * also load the kernel route's program, where this kernel can run it.
+ */
 typedef void (*qemu_event_fn)(void *ctx, const struct iot_qemu_event *e);
 struct qemu_tracer;
-struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout,
+struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layout *layout, bool kernel_route,
 				     qemu_event_fn fn, void *ctx, char *err, size_t errlen);
 const char *qemu_tracer__exe(const struct qemu_tracer *q);
+/* NULL when the kernel route is open to this binary's processes; else why not. */
+const char *qemu_tracer__kernel_route(const struct qemu_tracer *q);
 /* Are reads and writes probed through the binary's USDT probes? */
 bool qemu_tracer__usdt(const struct qemu_tracer *q);
 /*
@@ -109,9 +121,12 @@ const char *qemu_tracer__stepped(const struct qemu_tracer *q);
 /*
  * Traces process pid. backend: probe its backend calls too (uprobes of its
  * own); without them its submits carry their first data buffer, which its
- * raw images' host I/O also carries (qemu_vm_needs_backend()).
+ * raw images' host I/O also carries (qemu_vm_needs_backend()). kernel: its
+ * reads and writes on the kernel route, not probed in QEMU
+ * (qemu_vm_kernel_route(), and not backend).
  */
-int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, char *err, size_t errlen);
+int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, bool kernel, char *err,
+			 size_t errlen);
 int qemu_tracer__del_pid(struct qemu_tracer *q, uint32_t pid);
 /* Pollable for events; then qemu_tracer__consume(). */
 int qemu_tracer__fd(const struct qemu_tracer *q);

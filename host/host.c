@@ -83,6 +83,7 @@ struct vm_ent {
 	char version[32];
 	bool refused;		/* seen, not traced (reason logged once) */
 	bool backend;		/* its backend calls are probed (qemu_vm_needs_backend()) */
+	bool kernel;		/* its reads and writes on the kernel route, no probe in QEMU */
 };
 
 struct host {
@@ -270,7 +271,8 @@ static void vm_event(struct host *h, const struct vm_ent *v, const char *event, 
 	fputc(']', f);
 	if (!v->refused && !reason) {
 		fprintf(f, ",\"backend_probes\":%s", v->backend ? "true" : "false");
-		fprintf(f, ",\"qemu_probes\":\"%s\"", v->qt && qemu_tracer__usdt(v->qt) ? "usdt" : "uprobes");
+		fprintf(f, ",\"qemu_probes\":\"%s\"", v->kernel ? "kernel" :
+			v->qt && qemu_tracer__usdt(v->qt) ? "usdt" : "uprobes");
 	}
 	fputs("}\n", f);
 	fflush(f);
@@ -313,7 +315,7 @@ static int vm_add(struct host *h, int pid)
 			snprintf(err, sizeof(err), "more than %d QEMU binaries", QEMU_BINARIES_MAX);
 			goto refuse;
 		}
-		v->qt = qemu_tracer__new(v->vm.exe, layout, on_qemu_event, h, err, sizeof(err));
+		v->qt = qemu_tracer__new(v->vm.exe, layout, h->o->kernel_route, on_qemu_event, h, err, sizeof(err));
 		if (!v->qt)
 			goto refuse;
 		h->qt[h->nqt++] = v->qt;
@@ -323,7 +325,18 @@ static int vm_add(struct host *h, int pid)
 			      qemu_tracer__stepped(v->qt));
 	}
 	v->backend = qemu_vm_needs_backend(&v->vm);
-	if (qemu_tracer__add_pid(v->qt, pid, v->backend, err, sizeof(err)))
+	if (h->o->kernel_route) {
+		const char *why = qemu_tracer__kernel_route(v->qt);
+
+		v->kernel = !why && !v->backend && qemu_vm_kernel_route(&v->vm);
+		if (why)
+			logf_("qemu pid %d: --qemu-route kernel is not open to %s: %s; its probes are used", pid,
+			      v->vm.exe, why);
+		else if (!v->kernel)
+			logf_("qemu pid %d: not on the kernel route (a drive is not a raw image under aio=io_uring, "
+			      "or is not given with -drive): its probes are used", pid);
+	}
+	if (qemu_tracer__add_pid(v->qt, pid, v->backend, v->kernel, err, sizeof(err)))
 		goto refuse;
 	if ((r = tracer__add_pid(h->kt, pid))) {
 		snprintf(err, sizeof(err), "cannot add it to the traced processes: %s", strerror(-r));
@@ -336,6 +349,7 @@ static int vm_add(struct host *h, int pid)
 	malloc_trim(0);
 	logf_("tracing qemu pid %d%s%s (QEMU %s, %d drives%s; %s; %s)", pid, v->vm.name[0] ? " " : "", v->vm.name,
 	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "",
+	      v->kernel ? "reads and writes from the host kernel's io_uring submissions, no probe in QEMU" :
 	      qemu_tracer__usdt(v->qt) ? "reads and writes through its USDT probes" : "uprobes on its functions",
 	      v->backend ? "backend calls probed" : "raw images: host I/O tied by its buffers, backend calls not probed");
 	vm_event(h, v, "traced", NULL);
@@ -510,7 +524,7 @@ static void qemu_layer_pump(struct host *h, uint64_t now)
 static void qemu_layer_stop(struct host *h)
 {
 	struct corr_stats st;
-	uint64_t hits = 0, qlost = 0, qc[IOT_QCNT_MAX], kc[IOT_CNT_MAX] = { 0 };
+	uint64_t hits = 0, qlost = 0, kforeign = 0, qc[IOT_QCNT_MAX], kc[IOT_CNT_MAX] = { 0 };
 
 	if (!h->corr)
 		return;
@@ -526,6 +540,7 @@ static void qemu_layer_stop(struct host *h)
 		if (!qemu_tracer__counters(h->qt[i], qc)) {
 			hits += qc[IOT_QCNT_HITS];
 			qlost += qc[IOT_QCNT_LOST];
+			kforeign += qc[IOT_QCNT_KFOREIGN];
 		}
 	if (h->kt)
 		tracer__counters(h->kt, kc);
@@ -551,10 +566,12 @@ static void qemu_layer_stop(struct host *h)
 			",\"host_records\":%" PRIu64 ",\"host_linked\":%" PRIu64 ",\"host_by_buffers\":%" PRIu64
 			",\"host_flush_by_order\":%" PRIu64 ",\"uprobe_hits\":%" PRIu64 ",\"qemu_events_lost\":%" PRIu64 ",\"host_records_lost\":%" PRIu64
 			",\"host_state_full\":%" PRIu64 ",\"qemu_merges\":%" PRIu64 ",\"qemu_merge_unknown\":%" PRIu64
-			",\"qemu_usdt_submits\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
+			",\"qemu_usdt_submits\":%" PRIu64 ",\"qemu_kernel_submits\":%" PRIu64
+			",\"qemu_kernel_other\":%" PRIu64 "}\n", st.with_host_io, st.qemu_submits, st.qemu_reqs,
 			st.qemu_layout_bad, st.qemu_dropped, st.backends, st.backends_unlinked, st.backends_by_iov,
 			st.backends_relinked, st.host_records, st.host_linked, st.host_by_buffers, st.host_flush_by_order, hits, qlost, kc[IOT_CNT_LOST],
-			kc[IOT_CNT_STATE_FULL], st.qemu_merges, st.qemu_merge_unknown, st.qemu_usdt_submits);
+			kc[IOT_CNT_STATE_FULL], st.qemu_merges, st.qemu_merge_unknown, st.qemu_usdt_submits,
+			st.qemu_kernel_submits, kforeign);
 	}
 	if (h->o->summary)
 		corr_summary(h->corr, h->o->of, h->o->json);

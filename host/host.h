@@ -31,6 +31,11 @@ struct host_opts {
 	 * the ones the user named, which must work.
 	 */
 	uint32_t layers, layers_explicit;
+	/*
+	 * --qemu-route kernel: a VM whose drives are all raw images under
+	 * aio=io_uring is traced without a probe in QEMU (qemu_vm_kernel_route()).
+	 */
+	bool kernel_route;
 	int qemu_pids[16];	/* --qemu-pid: these must be traced, or the agent stops */
 	int nqemu_pids;
 	bool verbose;

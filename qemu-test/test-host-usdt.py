@@ -25,14 +25,13 @@ Exit 0 pass, 1 fail, 77 only if QEMU cannot run here.
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from qtest import Fail, check, guest_args, sections  # noqa: E402
+from qtest import Fail, check, sections  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("test_host", os.path.join(HERE, "test-host.py"))
 th = importlib.util.module_from_spec(_spec)
@@ -82,10 +81,7 @@ def check_merged(name, mdev, secs, recs, pid, image):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("SKIP: host mode loads BPF programs: needs root")
-        return 77
-    args = guest_args(__doc__)
+    args = th.host_test_args(__doc__)
     if isinstance(args, int):
         return args
     build, iotracer, iowork = args
@@ -160,12 +156,7 @@ def main():
                                                                     c["qemu_requests"], c["backends"], c["qemu_merges"]))
         return 0
     finally:
-        if host and host.poll() is None:
-            host.kill()
-        if os.environ.get("IOTRACER_KEEP"):
-            print("kept %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        th.cleanup(host, tmp)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,24 @@ def keep_output(build, tmp, test):
         print("the host agent's output could not be kept: %s" % err)
 
 
+def host_test_args(doc):
+    """(BUILD_DIR, IOTRACER, IOWORK) from the command line, or the exit code: 77 without root (BPF)."""
+    if os.geteuid() != 0:
+        print("SKIP: host mode loads BPF programs: needs root")
+        return 77
+    return guest_args(doc)
+
+
+def cleanup(host, tmp):
+    """The host agent stopped if it still runs; the test's files removed (kept with IOTRACER_KEEP set)."""
+    if host and host.poll() is None:
+        host.kill()
+    if os.environ.get("IOTRACER_KEEP"):
+        print("kept %s" % tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def finish(host, hout, herr, guests):
     """Waits for the guests, stops the host agent: (its JSON objects, its stderr), or None if QEMU cannot run."""
     for _, t, _ in guests:
@@ -161,8 +179,15 @@ def finish(host, hout, herr, guests):
     return [json.loads(l) for l in open(hout.name) if l.strip()], herr.read()
 
 
-def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
-    """Every request the guest issued, matched in its own VM on the key it gave, down to its image file."""
+SPLIT_QEMU = {"kick_to_qemu", "qemu_to_host", "host_io", "host_to_guest_irq"}
+
+
+def check_vm(name, secs, recs, vm, images, disks, match, backend_probes, split=SPLIT_QEMU, seen_at="qemu"):
+    """Every request the guest issued, matched in its own VM on the key it gave, down to its image file.
+
+    split: the segments each request's latency split must have; seen_at: where its QEMU request was seen
+    (QEMU's own probes, or on the kernel route the host kernel's io_uring submission, host_submit).
+    """
     check("guest rc 0" in secs, "%s: guest agent failed:\n%s" % (name, "\n".join(secs.get("guest stderr", []))))
     check(vm.get("backend_probes") is backend_probes, "%s: backend calls probed: %s, expected %s" %
           (name, vm.get("backend_probes"), backend_probes))
@@ -197,6 +222,8 @@ def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
                     check("virtio_hdr_gpa" not in r, "%s: the guest gave a header address" % what)
                 check((q["op"], q["sector"], q["len"]) == (r["op"], r["sector"], r["len"]),
                       "%s: QEMU request %s is not the guest's" % (what, q))
+                check(q.get("seen_at") == seen_at, "%s: QEMU request seen at %s, not %s" % (what, q.get("seen_at"),
+                                                                                             seen_at))
                 check(h["host_io"], "%s: no host I/O found for it: %s" % (what, h))
                 for io in h["host_io"]:
                     check(io["backend"] == aio and io["kind"] == HOST_KIND[aio],
@@ -211,8 +238,9 @@ def check_vm(name, secs, recs, vm, images, disks, match, backend_probes):
                     check(h["host_io"][0]["linked_by"] == "buffers",
                           "%s: host I/O tied to its request by %s" % (what, h["host_io"][0]["linked_by"]))
                 segs = {s["seg"] for s in h["split_ns"]}
-                check({"kick_to_qemu", "qemu_to_host", "host_io", "host_to_guest_irq"} <= segs,
-                      "%s: latency split incomplete: %s" % (what, h["split_ns"]))
+                check(split <= segs, "%s: latency split incomplete: %s" % (what, h["split_ns"]))
+                check(not (segs & ({"kick_to_qemu", "qemu_to_host", "kick_to_host"} - split)),
+                      "%s: split has segments of another route: %s" % (what, h["split_ns"]))
                 total += 1
     return total
 
@@ -296,10 +324,7 @@ def check_refusal(iotracer, tmp):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("SKIP: host mode loads BPF programs: needs root")
-        return 77
-    args = guest_args(__doc__)
+    args = host_test_args(__doc__)
     if isinstance(args, int):
         return args
     build, iotracer, iowork = args
@@ -365,12 +390,7 @@ def main():
                  c["backends_relinked"], c["backends_unlinked"], c["host_by_buffers"]))
         return 0
     finally:
-        if host and host.poll() is None:
-            host.kill()
-        if os.environ.get("IOTRACER_KEEP"):
-            print("kept %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        cleanup(host, tmp)
 
 
 if __name__ == "__main__":

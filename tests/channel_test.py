@@ -365,6 +365,9 @@ def case_cli(args):
          "retrying"),
         (["--mode", "guest", "--connect", "serial:" + os.path.join(d, "no-such-port")], 1, "cannot open serial:"),
         (["--mode", "standalone", "--queue-kb", "100"], 2, "--queue-kb is for --mode guest"),
+        (["--mode", "host", "--qemu-route", "fastest"], 2, "unknown route 'fastest' (probes, kernel)"),
+        (["--mode", "guest", "--qemu-route", "kernel"], 2, "are for --mode host"),
+        (["--mode", "host", "--qemu-route", "kernel", "--no-qemu"], 2, "contradict each other"),
     ]
     try:
         for argv, rc, msg in cases:
@@ -373,7 +376,8 @@ def case_cli(args):
                   "iotracer %s: exit %d (want %d), stderr %r (want %r)" % (" ".join(argv), r.returncode, rc,
                                                                           r.stderr, msg))
         r = subprocess.run([args.iotracer, "--help"], capture_output=True, text=True)
-        check("--mode guest" in r.stdout and "--listen ADDR" in r.stdout and "not in this version yet" not in r.stdout,
+        check("--mode guest" in r.stdout and "--listen ADDR" in r.stdout and "--qemu-route R" in r.stdout and
+              "not in this version yet" not in r.stdout,
               "--help does not describe guest and host modes")
     finally:
         os.unlink(plain)

@@ -92,6 +92,30 @@ static void test_needs_backend(void)
 	CHECK(!qemu_vm_needs_backend(&vm), "a VM without drives needs backend probes");
 }
 
+/* The kernel route: every drive a raw image (format given) under io_uring, and no drive of another kind. */
+static void test_kernel_route(void)
+{
+	struct qemu_vm vm = { .ndrives = 2 };
+
+	vm.drives[0] = drive("raw", true, "io_uring");
+	vm.drives[1] = drive("raw", true, "io_uring");
+	CHECK(qemu_vm_kernel_route(&vm), "raw images under io_uring are not on the kernel route");
+	vm.drives[1] = drive("raw", true, "threads");
+	CHECK(!qemu_vm_kernel_route(&vm), "a drive under aio=threads is on the kernel route");
+	vm.drives[1] = drive("qcow2", true, "io_uring");
+	CHECK(!qemu_vm_kernel_route(&vm), "a qcow2 image is on the kernel route");
+	vm.drives[1] = drive("raw", false, "io_uring");
+	CHECK(!qemu_vm_kernel_route(&vm), "a format left to QEMU's probe is on the kernel route");
+	vm.drives[1] = drive("raw", true, "io_uring");
+	vm.null_drives = 1;
+	CHECK(!qemu_vm_kernel_route(&vm), "a VM with a null-co drive (no host I/O to see it by) is on the kernel route");
+	vm.null_drives = 0;
+	vm.other_drives = true;
+	CHECK(!qemu_vm_kernel_route(&vm), "a -blockdev node iotracer does not read is on the kernel route");
+	vm = (struct qemu_vm){ 0 };
+	CHECK(!qemu_vm_kernel_route(&vm), "a VM without drives is on the kernel route");
+}
+
 int main(void)
 {
 	struct qemu_probe p[16];
@@ -99,6 +123,7 @@ int main(void)
 	int n;
 
 	test_needs_backend();
+	test_kernel_route();
 	/* This executable: each kind of lead. */
 	n = qemu_probe_plan("/proc/self/exe", p, 16);
 	CHECK(n > 0, "plan of /proc/self/exe: %d", n);
