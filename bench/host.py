@@ -110,10 +110,10 @@ def fio_run(ctl, disk, seconds):
     return job["iops"], job["total_ios"]
 
 
-def start_host(exe, qpid, data, hout, summary=False):
+def start_host(exe, qpid, data, hout, summary=False, kernel=False):
     host = subprocess.Popen([exe, "--mode", "host", "--qemu-pid", str(qpid), "--listen", "serial:" + data,
-                             "--json", "-o", hout] + (["--summary"] if summary else []), stderr=subprocess.PIPE,
-                            text=True)
+                             "--json", "-o", hout] + (["--summary"] if summary else []) +
+                            (["--qemu-route", "kernel"] if kernel else []), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (os.path.exists(hout) and '"listening"' in open(hout).read()):
         if time.time() > deadline or host.poll() is not None:
@@ -124,15 +124,17 @@ def start_host(exe, qpid, data, hout, summary=False):
 
 def one_run(args, ctl, qpid, data, tmp, disk, mode, exe):
     """One fio run in a mode: off, host (host agent only), both (guest agent streaming to it), summary (both,
-    the host keeping histograms only)."""
+    the host keeping histograms only), kernel (summary on the kernel route: --qemu-route kernel), khost (host on
+    the kernel route)."""
     host = None
     hout = os.path.join(tmp, "host.json")
     if os.path.exists(hout):
         os.unlink(hout)
     base_id = max_prog_id()
-    joined = mode in ("both", "summary")
+    joined = mode in ("both", "summary", "kernel")
     if mode != "off":
-        host = start_host(exe, qpid, data, hout, summary=mode == "summary")
+        host = start_host(exe, qpid, data, hout, summary=mode in ("summary", "kernel"),
+                          kernel=mode in ("kernel", "khost"))
     try:
         return measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined)
     finally:
@@ -165,7 +167,7 @@ def measure_run(args, ctl, qpid, disk, mode, host, hout, base_id, joined):
     p0 = {p["id"]: (p.get("name"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in bpf_progs()
           if p["id"] > base_id} if host and os.environ.get("IOTRACER_PROGSTATS") else None
     perf = None
-    if host and mode in ("both", "summary") and os.environ.get("IOTRACER_PERF"):
+    if host and joined and os.environ.get("IOTRACER_PERF"):
         # IOTRACER_PERF_DWARF=1: call graphs from DWARF (the build has no frame pointers).
         cg = ["--call-graph", "dwarf,16384"] if os.environ.get("IOTRACER_PERF_DWARF") else ["-g"]
         perf = subprocess.Popen(["perf", "record", "-q"] + cg + ["-p", str(host.pid), "-o",
@@ -233,8 +235,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--modes", default="off,host,both,summary,floor",
-                    help="a subset of off,host,both,summary,floor (for a quick look; the docs' run uses all five)")
-    ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image)")
+                    help="a subset of off,host,both,summary,floor,khost,kernel (for a quick look; the docs' run "
+                    "uses the first five; khost and kernel are host and summary on --qemu-route kernel, and need "
+                    "--disks image0)")
+    ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image); "
+                    "the guest has only the disks named (a VM with a null-co disk is not on the kernel route)")
     ap.add_argument("--qemu", action="append", metavar="NAME=PATH",
                     help="a QEMU binary to run the guest under (repeatable: each its own guest, booted together, "
                     "runs interleaved in every round; default the installed one). qemu-test/build-qemu-usdt.sh "
@@ -245,9 +250,13 @@ def main():
                     "is --iotracer's in both)")
     args = ap.parse_args()
     labels = [d for d in ("null0", "image0") if d in args.disks.split(",")]
-    modes = tuple(m for m in ("off", "host", "both", "summary", "floor") if m in args.modes.split(","))
+    modes = tuple(m for m in ("off", "host", "both", "summary", "floor", "khost", "kernel")
+                  if m in args.modes.split(","))
     if not modes or len(modes) != len(args.modes.split(",")):
-        ap.error("--modes: a comma-separated subset of off,host,both,summary")
+        ap.error("--modes: a comma-separated subset of off,host,both,summary,floor,khost,kernel")
+    if ("kernel" in modes or "khost" in modes) and "null0" in labels:
+        ap.error("--modes kernel, khost: the kernel route takes a VM whose drives are raw images under io_uring only: "
+                 "--disks image0")
     tracers = [("", args.iotracer)] + ([(" (compared)", args.compare)] if args.compare else [])
     # --qemu NAME=PATH (repeatable): each its own guest, all booted at once, runs interleaved in every round.
     qemus = []
@@ -274,10 +283,11 @@ def main():
         cmd = [os.path.join(HERE, "..", "qemu-test", "run-guest.sh"), "--build-dir", args.build, "--timeout", "6000",
                "--append", "loglevel=7 softlockup_all_cpu_backtrace=1",
                "--serial-socket", g["data"] + ",name=org.iotracer.0",
-               "--serial-socket", g["ctlp"] + ",name=org.iotracer.ctl",
-               "--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
-               "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0",
-               "--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0"]
+               "--serial-socket", g["ctlp"] + ",name=org.iotracer.ctl"]
+        if "null0" in labels:
+            cmd += ["--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
+                    "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0"]
+        cmd += ["--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0"]
         cmd += ["--qemu", qpath] if qpath else []
         # The guest's console goes to a file: when the guest stops answering, its last words are the clue.
         g["console_path"] = os.path.join("/var/tmp", "iotracer-bench-host-console%s.log" % (gi or ""))
@@ -329,7 +339,9 @@ def main():
              "(and the guest agent streams every request to it, which the host joins and writes as JSON lines), summary "
              "(the same, the host keeping only the per-segment histograms: `--summary`), floor (as host, with empty "
              "programs beside ours on the same tracepoints: the per-program accounting's own cost, in the last "
-             "column; the qemu layer's uprobe program has no twin).", ""]
+             "column; the qemu layer's uprobe program has no twin), khost and kernel (as host and summary, on "
+             "`--qemu-route kernel`: no probe in QEMU, QEMU's requests read at the host kernel's io_uring "
+             "submissions).", ""]
     if len(qemus) > 1 or qemus[0][1]:
         lines += ["QEMU builds, each its own guest, all running, their runs interleaved in every round: " +
                   "; ".join("%s `%s`" % (n, p or "(the installed one)") for n, p in qemus) + ".", ""]
@@ -349,7 +361,7 @@ def main():
             rs = res[(qname, label, mode)]
             matched = sum(r.get("matched", 0) for r in rs)
             total = sum(r.get("guest_reqs", 0) for r in rs)
-            joined = mode.split(" ")[0] in ("both", "summary")
+            joined = mode.split(" ")[0] in ("both", "summary", "kernel")
             lines.append("| %s | %s | %.0f | %.3f | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, mode, med(qname, label, mode, "iops"), med(qname, label, mode, "iops") / off if off else 0.0, med(qname, label, mode, "qemu_us"),
                 "%.2f" % med(qname, label, mode, "agent_us") if mode != "off" else "-",
