@@ -165,10 +165,16 @@ def key(o):
     return (o["op"], o["sector"], o["len"])
 
 
-def same_requests(ops, recs, what):
+def same_requests(ops, recs, what, others=()):
+    """The records recs are exactly the requests ops. others: all the run's records, for a failure to show
+    what became of the missing ones (another kind, another sector)."""
     want = sorted(key(o) for o in ops)
     got = sorted((r["op"], r["sector"], r["len"]) for r in recs)
-    check(want == got, "%s: requests differ\n  issued:   %s\n  reported: %s" % (what, want, got))
+    if want != got:
+        missing = set(want) - set(got)
+        seen = [r for r in others if r not in recs and (r.get("op"), r.get("sector"), r.get("len")) in missing]
+        raise Fail("%s: requests differ\n  issued:   %s\n  reported: %s\n  the missing ones among the run's %d "
+                   "other records: %s" % (what, want, got, len(others) - len(recs), seen))
 
 
 def kdev_of(path):
@@ -322,7 +328,7 @@ def case_aio(args):
         pid, ops, recs, layers, stats = traced(args, "aio", dev, 16, want_stats=True)
     check_layers_on(layers, ["aio", "block"])
     io = [r for r in recs if r["kind"] == "aio"]
-    same_requests(ops, io, "libaio reads on %s" % dev)
+    same_requests(ops, io, "libaio reads on %s" % dev, recs)
     for r in io:
         check(r["pid"] == pid, "bad aio record %s" % r)
         for k in ("syscall_enter", "bio_queue", "rq_issue", "rq_complete"):
@@ -426,7 +432,7 @@ def case_virtio_direct(args):
     check_vq_keys(io, ranges, ram, "pread64/pwrite64")
 
     aio = [r for r in aio_recs if r["kind"] == "aio"]
-    same_requests(aio_ops, aio, "libaio on virtio disk %s" % dev)
+    same_requests(aio_ops, aio, "libaio on virtio disk %s" % dev, aio_recs)
     check(check_vq_keys(aio, ranges, ram, "aio") > 0, "no two aio requests were in flight together: "
           "the test of distinct keys proved nothing")
     uring = [r for r in uring_recs if r["kind"] == "io_uring"]
