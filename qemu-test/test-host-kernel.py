@@ -138,10 +138,7 @@ def main():
                   "trapped in QEMU" % (c["uprobe_hits"], c["qemu_submits"], c["qemu_kernel_submits"],
                                       c["qemu_not_virtio"]))
         except Fail as e:
-            print("FAIL: %s" % e)
-            print("--- host stderr tail ---\n" + herr_text[-3000:])
-            th.keep_output(build, tmp, "test-host-kernel")
-            return 1
+            return th.failed(e, herr_text, build, tmp, "test-host-kernel")
         print("PASS: %d guest requests in 2 VMs each matched on the header address with its host I/O: kern1 "
               "(raw, io_uring) on the kernel route, %d requests from %d io_uring submissions and no uprobe hit, "
               "%d adjacent reads QEMU merged; kern2 (raw, threads and io_uring) on its own uprobes, %d hits; "

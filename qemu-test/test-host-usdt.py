@@ -145,10 +145,7 @@ def main():
                   "probe hits %d, for %d submits (%d not virtio-blk), %d backend calls and %d merges"
                   % (c["uprobe_hits"], c["qemu_submits"], c["qemu_not_virtio"], c["backends"], c["qemu_merges"]))
         except Fail as e:
-            print("FAIL: %s" % e)
-            print("--- host stderr tail ---\n" + herr_text[-3000:])
-            th.keep_output(build, tmp, "test-host-usdt")
-            return 1
+            return th.failed(e, herr_text, build, tmp, "test-host-usdt")
         print("PASS: %d guest requests in 2 VMs on a USDT QEMU (%s) each matched on the header address with its "
               "host I/O (usdt1 with backend probes: raw under threads, io_uring, native, qcow2 under threads; usdt2 "
               "raw under threads and io_uring, tied by buffers; %d adjacent reads QEMU merged); %d probe hits for %d "

@@ -164,6 +164,14 @@ def cleanup(host, tmp):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def failed(err, herr_text, build, tmp, test):
+    """A failure said, with the host agent's last words and its whole output kept: the exit code, 1."""
+    print("FAIL: %s" % err)
+    print("--- host stderr tail ---\n" + herr_text[-3000:])
+    keep_output(build, tmp, test)
+    return 1
+
+
 def finish(host, hout, herr, guests):
     """Waits for the guests, stops the host agent: (its JSON objects, its stderr), or None if QEMU cannot run."""
     for _, t, _ in guests:
@@ -376,10 +384,7 @@ def main():
             flows_ok = check_trace(trace, objs)
             ver = check_refusal(iotracer, tmp)
         except Fail as e:
-            print("FAIL: %s" % e)
-            print("--- host stderr tail ---\n" + herr_text[-3000:])
-            keep_output(build, tmp, "test-host")
-            return 1
+            return failed(e, herr_text, build, tmp, "test-host")
         c = corr[0]
         print("PASS: %d guest requests in 2 VMs (raw and qcow2; threads, native, io_uring) each matched in its own "
               "VM, with its host I/O: vm1 on the header address, vm2 (no virtio layer) on drive/sector/length/op; %d uprobe hits for %d QEMU requests; %d Perfetto "
