@@ -217,7 +217,7 @@ static __always_inline void output_reqs(struct iot_qemu_event *e)
  * read back must hold it too.
  */
 static __always_inline int on_submit(__u8 how, __u32 pid, __u32 tid, __u16 op, __u64 blk, __u64 offset, __u64 qiov,
-				     __u64 opaque, __u16 flags, __u64 want_iov)
+				     __u64 opaque, __u16 flags, __u64 want_iov, __u32 backend, __s32 fd)
 {
 	struct iot_qemu_event *e;
 	struct cur_submit cur;
@@ -229,7 +229,8 @@ static __always_inline int on_submit(__u8 how, __u32 pid, __u32 tid, __u16 op, _
 		return 0;
 	cur.req = opaque;
 	cur.ts = bpf_ktime_get_ns();
-	cur_set(how, tid, &cur);
+	if (!(how & IOT_QPID_KERNEL))
+		cur_set(how, tid, &cur);
 	e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;
@@ -243,8 +244,9 @@ static __always_inline int on_submit(__u8 how, __u32 pid, __u32 tid, __u16 op, _
 	e->offset = offset;
 	e->req = opaque;
 	e->req_ts = 0;
-	e->fd = -1;
-	e->backend = 0;
+	/* The kernel route: the host I/O this submission is, which the probe routes learn from a backend call. */
+	e->fd = fd;
+	e->backend = backend;
 	e->iov = 0;
 	e->buf = 0;
 	e->nreqs = 0;
@@ -324,7 +326,7 @@ int qemu_blk_aio_preadv(struct pt_regs *ctx)
 	__u32 pid, tid;
 	__u8 how = traced(&pid, &tid);
 
-	return on_submit(how, pid, tid, IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0);
+	return on_submit(how, pid, tid, IOT_OP_READ, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0, 0, -1);
 }
 
 SEC("uprobe")
@@ -333,7 +335,7 @@ int qemu_blk_aio_pwritev(struct pt_regs *ctx)
 	__u32 pid, tid;
 	__u8 how = traced(&pid, &tid);
 
-	return on_submit(how, pid, tid, IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0);
+	return on_submit(how, pid, tid, IOT_OP_WRITE, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 5), 0, 0, 0, -1);
 }
 
 /* blk_aio_flush(BlockBackend *blk, cb, void *opaque) */
@@ -343,7 +345,7 @@ int qemu_blk_aio_flush(struct pt_regs *ctx)
 	__u32 pid, tid;
 	__u8 how = traced(&pid, &tid);
 
-	return on_submit(how, pid, tid, IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2), 0, 0);
+	return on_submit(how, pid, tid, IOT_OP_FLUSH, arg(ctx, 0), 0, 0, arg(ctx, 2), 0, 0, 0, -1);
 }
 
 /* The LuringAIOCB an SQE names, copied in one read. */
@@ -389,6 +391,7 @@ int BPF_PROG(qemu_uring_submit, struct io_kiocb *ioreq)
 	__u8 how = traced_how(&pid, &tid), opcode;
 	__u64 cb, qiov, addr, off;
 	struct cb_bytes *b;
+	__s32 fd;
 	__u16 op;
 
 	if (!(how & IOT_QPID_KERNEL))
@@ -414,10 +417,99 @@ int BPF_PROG(qemu_uring_submit, struct io_kiocb *ioreq)
 		goto foreign;
 	count(IOT_QCNT_KSUBMITS);
 	/* The drive: the image's descriptor in this QEMU (the top bit keeps it apart from a BlockBackend). */
-	return on_submit(how, pid, tid, op, 1ULL << 63 | get_u32(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_FD), off, qiov,
-			 qiov - L.req_qiov, IOT_QF_KERNEL, addr);
+	fd = (__s32)get_u32(b->b, IOT_QEMU_CB_READ_MAX, s + SQE_FD);
+	return on_submit(how, pid, tid, op, 1ULL << 63 | (__u32)fd, off, qiov, qiov - L.req_qiov, IOT_QF_KERNEL, addr,
+			 IOT_QB_URING, fd);
 foreign:
 	count(IOT_QCNT_KFOREIGN);
+	return 0;
+}
+
+/*
+ * The kernel route under aio=native: file-posix's Linux AIO backend hands
+ * io_submit the struct iocb inside each request's qemu_laiocb, which also
+ * holds the QEMUIOVector (for a raw image the VirtIOBlockReq's own). So
+ * each iocb of the call is read back to its request at the system call's
+ * entry, on the submitting QEMU thread. Checked as on io_uring: a
+ * preadv/pwritev whose vector is the QEMUIOVector's, and the request must
+ * hold that vector, sector and operation.
+ */
+struct aio_walk {
+	__u64 iocbpp;
+	__u32 nr, pid, tid;
+	__u8 how;
+};
+
+/* struct iocb, the kernel's ABI (and libaio's): where its fields are. */
+#define IOCB_OPCODE	16
+#define IOCB_FD		20
+#define IOCB_BUF	24
+#define IOCB_NBYTES	32
+#define IOCB_OFFSET	40
+#define IOCB_SIZE	64
+#define IOCB_CMD_PREADV	7
+#define IOCB_CMD_PWRITEV 8
+#define AIO_WALK_MAX	256	/* iocbs read back per io_submit (QEMU batches up to 32 by default); the rest counted */
+
+static long aio_one(__u32 i, void *data)
+{
+	struct aio_walk *w = data;
+	__u32 zero = 0, n = L.laiocb_read, o = L.laiocb_iocb;
+	__u64 iocb = 0, cb, qiov, buf;
+	struct cb_bytes *b;
+	__u16 opcode, op;
+	__s32 fd;
+
+	if (i >= w->nr)
+		return 1;
+	b = bpf_map_lookup_elem(&cbbuf, &zero);
+	if (!b || !n || n > IOT_QEMU_CB_READ_MAX || o > IOT_QEMU_CB_READ_MAX - IOCB_SIZE ||
+	    bpf_probe_read_user(&iocb, sizeof(iocb), (void *)(w->iocbpp + (__u64)i * 8)) || iocb < o)
+		goto foreign;
+	cb = iocb - o;
+	if (bpf_probe_read_user(b->b, n, (void *)cb))
+		goto foreign;
+	opcode = *(__u16 *)&b->b[(o + IOCB_OPCODE) & (IOT_QEMU_CB_READ_MAX - 2)];
+	if (opcode == IOCB_CMD_PREADV)
+		op = IOT_OP_READ;
+	else if (opcode == IOCB_CMD_PWRITEV)
+		op = IOT_OP_WRITE;
+	else
+		goto foreign;
+	buf = get_u64(b->b, IOT_QEMU_CB_READ_MAX, o + IOCB_BUF);
+	qiov = get_u64(b->b, IOT_QEMU_CB_READ_MAX, L.laiocb_qiov);
+	if (!qiov || !buf)
+		goto foreign;
+	count(IOT_QCNT_KSUBMITS);
+	fd = (__s32)get_u32(b->b, IOT_QEMU_CB_READ_MAX, o + IOCB_FD);
+	on_submit(w->how, w->pid, w->tid, op, 1ULL << 63 | (__u32)fd,
+		  get_u64(b->b, IOT_QEMU_CB_READ_MAX, o + IOCB_OFFSET), qiov, qiov - L.req_qiov, IOT_QF_KERNEL, buf,
+		  IOT_QB_NATIVE, fd);
+	return 0;
+foreign:
+	count(IOT_QCNT_KFOREIGN);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_submit")
+int qemu_aio_submit(struct trace_event_raw_sys_enter *ctx)
+{
+	struct aio_walk w = {};
+	long nr = (long)ctx->args[1];
+
+	w.how = traced_how(&w.pid, &w.tid);
+	if (!(w.how & IOT_QPID_KERNEL) || nr <= 0)
+		return 0;
+	w.iocbpp = ctx->args[2];
+	w.nr = nr > AIO_WALK_MAX ? AIO_WALK_MAX : nr;
+	bpf_loop(w.nr, aio_one, &w, 0);
+	if (nr > AIO_WALK_MAX) {
+		__u32 c = IOT_QCNT_KFOREIGN;
+		__u64 *v = bpf_map_lookup_elem(&qcounters, &c);
+
+		if (v)
+			*v += nr - AIO_WALK_MAX;
+	}
 	return 0;
 }
 
@@ -434,7 +526,7 @@ int BPF_USDT(qemu_usdt_read, void *vdev, void *req, __u64 sector, __u64 nsectors
 	__u8 how = traced(&pid, &tid);
 
 	return on_submit(how, pid, tid, IOT_OP_READ, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req,
-			 IOT_QF_USDT, 0);
+			 IOT_QF_USDT, 0, 0, -1);
 }
 
 SEC("usdt")
@@ -444,7 +536,7 @@ int BPF_USDT(qemu_usdt_write, void *vdev, void *req, __u64 sector, __u64 nsector
 	__u8 how = traced(&pid, &tid);
 
 	return on_submit(how, pid, tid, IOT_OP_WRITE, (__u64)vdev, sector * 512, (__u64)req + L.req_qiov, (__u64)req,
-			 IOT_QF_USDT, 0);
+			 IOT_QF_USDT, 0, 0, -1);
 }
 
 /*

@@ -48,6 +48,8 @@ static const struct {
 		.laio_fd = 2, .laio_off = 3, .laio_qiov = 4, .laio_type = 5,
 		/* LuringAIOCB: co, sqeq (struct io_uring_sqe, 64 bytes), ret, qiov, is_read, ... */
 		.luringcb_sqe = 8, .luringcb_qiov = 80,
+		/* qemu_laiocb: co, ctx, iocb (struct iocb, 64 bytes), ret, nbytes, qiov, ... */
+		.laiocb_iocb = 16, .laiocb_qiov = 96,
 	} },
 };
 
@@ -300,6 +302,7 @@ struct qemu_tracer {
 	char notes[160];	/* functions probed at a single-stepped entry */
 	bool usdt;		/* reads and writes through the binary's USDT probes */
 	struct bpf_link *kernel_link;	/* the kernel route's io_uring_submit_req program, if on */
+	struct bpf_link *kernel_aio_link;	/* and its io_submit one */
 	char kernel_why[160];		/* why not, when it was asked for */
 	qemu_event_fn fn;
 	void *ctx;
@@ -595,15 +598,17 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 						  layout->rawaio_offset + 8, layout->rawaio_nbytes + 8,
 						  layout->rawaio_iov + 8);
 	q->skel->rodata->L.luringcb_read = READ_LEN(layout->luringcb_sqe + 64, layout->luringcb_qiov + 8);
+	q->skel->rodata->L.laiocb_read = READ_LEN(layout->laiocb_iocb + 64, layout->laiocb_qiov + 8);
 	if (q->skel->rodata->L.req_read > IOT_QEMU_REQ_READ_MAX ||
 	    q->skel->rodata->L.qiov_read > IOT_QEMU_HEAD_READ_MAX ||
 	    q->skel->rodata->L.rawaio_read > IOT_QEMU_HEAD_READ_MAX ||
-	    q->skel->rodata->L.luringcb_read > IOT_QEMU_CB_READ_MAX) {
+	    q->skel->rodata->L.luringcb_read > IOT_QEMU_CB_READ_MAX ||
+	    q->skel->rodata->L.laiocb_read > IOT_QEMU_CB_READ_MAX) {
 		snprintf(err, errlen, "the layout reads past what the probes copy (VirtIOBlockReq %u of %u, "
-			 "QEMUIOVector %u and RawPosixAIOData %u of %u, LuringAIOCB %u of %u bytes)",
+			 "QEMUIOVector %u and RawPosixAIOData %u of %u, LuringAIOCB %u and qemu_laiocb %u of %u bytes)",
 			 q->skel->rodata->L.req_read, IOT_QEMU_REQ_READ_MAX, q->skel->rodata->L.qiov_read,
 			 q->skel->rodata->L.rawaio_read, IOT_QEMU_HEAD_READ_MAX, q->skel->rodata->L.luringcb_read,
-			 IOT_QEMU_CB_READ_MAX);
+			 q->skel->rodata->L.laiocb_read, IOT_QEMU_CB_READ_MAX);
 		goto fail;
 	}
 	/* The kernel route's program, loaded only when asked for and the kernel can run it. */
@@ -614,6 +619,7 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 				 "io_uring_submit_req tracepoint");
 	}
 	bpf_program__set_autoload(q->skel->progs.qemu_uring_submit, kernel);
+	bpf_program__set_autoload(q->skel->progs.qemu_aio_submit, kernel);
 	r = qemu_bpf__load(q->skel);
 	if (r) {
 		snprintf(err, errlen, "cannot load the qemu layer's BPF programs: %s", strerror(-r));
@@ -631,9 +637,13 @@ struct qemu_tracer *qemu_tracer__new(const char *exe, const struct iot_qemu_layo
 	q->usdt = qemu_has_usdt(exe);
 	if (kernel) {
 		q->kernel_link = bpf_program__attach(q->skel->progs.qemu_uring_submit);
-		if (!q->kernel_link)
-			snprintf(q->kernel_why, sizeof(q->kernel_why), "its program on io_uring_submit_req did not "
-				 "attach: %s", strerror(errno));
+		q->kernel_aio_link = q->kernel_link ? bpf_program__attach(q->skel->progs.qemu_aio_submit) : NULL;
+		if (!q->kernel_link || !q->kernel_aio_link) {
+			snprintf(q->kernel_why, sizeof(q->kernel_why), "its program on %s did not attach: %s",
+				 q->kernel_link ? "io_submit" : "io_uring_submit_req", strerror(errno));
+			bpf_link__destroy(q->kernel_link);
+			q->kernel_link = NULL;
+		}
 	}
 	for (size_t i = 0; i < PROBES_N; i++) {
 		const struct qemu_probe *pp = &plan[i];
@@ -772,14 +782,19 @@ int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, bool
 	uint8_t how = backend ? IOT_QPID_TRACED : IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
 	int r;
 
-	if (kernel && (backend || !q->kernel_link)) {
+	/* On the kernel route a submit is its own host I/O's backend call: lean only if that I/O names it. */
+	if (kernel && !backend)
+		how = IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
+	else if (kernel)
+		how = IOT_QPID_TRACED;
+	if (kernel && !q->kernel_link) {
 		snprintf(err, errlen, "the kernel route is not open to pid %u", pid);
 		return -EINVAL;
 	}
 	if (kernel)
 		how |= IOT_QPID_KERNEL;
 	pid_links_drop(q, pid);
-	if ((r = pid_links_attach(q, pid, backend, kernel, err, errlen)))
+	if ((r = pid_links_attach(q, pid, backend && !kernel, kernel, err, errlen)))
 		return r;
 	r = bpf_map__update_elem(q->skel->maps.qemu_pids, &pid, sizeof(pid), &how, sizeof(how), BPF_ANY);
 	if (r) {
@@ -817,7 +832,7 @@ bool qemu_vm_kernel_route(const struct qemu_vm *vm)
 	for (int i = 0; i < vm->ndrives; i++) {
 		const struct qemu_drive *d = &vm->drives[i];
 
-		if (!d->format_given || strcmp(d->format, "raw") || strcmp(d->aio, "io_uring"))
+		if (!d->format_given || strcmp(d->format, "raw") || (strcmp(d->aio, "io_uring") && strcmp(d->aio, "native")))
 			return false;
 	}
 	return true;
@@ -864,6 +879,7 @@ void qemu_tracer__free(struct qemu_tracer *q)
 	for (int i = 0; i < q->nlinks; i++)
 		bpf_link__destroy(q->links[i]);
 	bpf_link__destroy(q->kernel_link);
+	bpf_link__destroy(q->kernel_aio_link);
 	qemu_bpf__destroy(q->skel);
 	free(q);
 }

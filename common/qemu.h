@@ -57,7 +57,8 @@ bool qemu_vm_needs_backend(const struct qemu_vm *vm);
 /*
  * Can the VM's reads and writes be traced on the kernel route, with no
  * probe in QEMU? When every drive is a raw image (format=raw given) under
- * aio=io_uring: its io_uring submissions name QEMU's request (bpf/qemu.bpf.c).
+ * aio=io_uring or native: its io_uring and Linux AIO submissions name
+ * QEMU's request (bpf/qemu.bpf.c).
  */
 bool qemu_vm_kernel_route(const struct qemu_vm *vm);
 
@@ -123,7 +124,8 @@ const char *qemu_tracer__stepped(const struct qemu_tracer *q);
  * own); without them its submits carry their first data buffer, which its
  * raw images' host I/O also carries (qemu_vm_needs_backend()). kernel: its
  * reads and writes on the kernel route, not probed in QEMU
- * (qemu_vm_kernel_route(), and not backend).
+ * (qemu_vm_kernel_route()); no backend call is probed then, each
+ * submission standing for its own (backend: the host I/O needs one, Linux AIO).
  */
 int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, bool kernel, char *err,
 			 size_t errlen);

@@ -32,6 +32,8 @@ struct iot_qemu_layout {
 	 * copy of the SQE it keeps, and its QEMUIOVector pointer (kernel route)
 	 */
 	__u32 luringcb_sqe, luringcb_qiov;
+	/* qemu_laiocb, file-posix's Linux AIO request: its struct iocb and QEMUIOVector pointer (kernel route) */
+	__u32 laiocb_iocb, laiocb_qiov;
 	/* RawPosixAIOData, the argument file-posix hands its thread pool */
 	__u32 rawaio_type, rawaio_fd, rawaio_offset, rawaio_nbytes, rawaio_iov;
 	/* argument positions, 0-based */
@@ -42,9 +44,10 @@ struct iot_qemu_layout {
 	/*
 	 * Not in the table: the bytes of a VirtIOBlockReq, a QEMUIOVector and a
 	 * RawPosixAIOData the probes copy at once (through the last field
-	 * read; at most 256, 64 and 64), and of a LuringAIOCB (at most 128).
+	 * read; at most 256, 64 and 64), and of a LuringAIOCB or a qemu_laiocb
+	 * (at most 128).
 	 */
-	__u32 req_read, qiov_read, rawaio_read, luringcb_read;
+	__u32 req_read, qiov_read, rawaio_read, luringcb_read, laiocb_read;
 };
 
 /* The qemu_pids map's values: how a traced QEMU process is probed. */
@@ -52,9 +55,11 @@ struct iot_qemu_layout {
 #define IOT_QPID_NO_BACKEND	2	/* its backend calls are not probed: submits carry their buffer */
 /*
  * The kernel route: its reads and writes are not probed in QEMU at all.
- * Every drive is a raw image under aio=io_uring, and the host kernel's
- * io_uring_submit_req tracepoint, on QEMU's own thread, reads the request
- * from the LuringAIOCB its SQE names (IOT_QF_KERNEL).
+ * Every drive is a raw image under aio=io_uring or native, and the host
+ * kernel's io_uring_submit_req and io_submit tracepoints, on QEMU's own
+ * thread, read the request from the LuringAIOCB an SQE names or the
+ * qemu_laiocb around an iocb (IOT_QF_KERNEL). A SUBMIT of the route
+ * carries the host I/O it is (backend, fd; offset is the file's).
  */
 #define IOT_QPID_KERNEL		4
 

@@ -442,6 +442,8 @@ void corr_vm_lean(struct corr *c, uint32_t pid, bool lean)
 		c->lean_pids[c->nlean_pids++] = pid;
 }
 
+static void on_backend(struct corr *c, const struct iot_qemu_event *e);
+
 static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 {
 	uint32_t bucket[IOT_QEMU_CHAIN_MAX][IX_BUF];
@@ -516,6 +518,19 @@ static void on_submit(struct corr *c, const struct iot_qemu_event *e)
 			qlink(c, k, IX_BUF, qbucket(c, q, IX_BUF));
 		}
 		c->st.qemu_reqs++;
+	}
+	/*
+	 * The kernel route in a VM whose host I/O does not name its request
+	 * by buffers (Linux AIO, seen per bio): the submission is the backend
+	 * call too, and is tied as one (by its buffers, the submit's own).
+	 */
+	if ((e->flags & IOT_QF_KERNEL) && !(e->flags & IOT_QF_NO_BACKEND) && e->backend && e->nreqs) {
+		struct iot_qemu_event b = { .ts = e->ts, .pid = e->pid, .tid = e->tid, .type = IOT_QEV_BACKEND,
+					    .op = e->op == IOT_OP_WRITE ? QAIO_WRITE : QAIO_READ, .offset = e->offset,
+					    .bytes = e->bytes, .req = e->reqs[0].req, .req_ts = e->ts, .fd = e->fd,
+					    .backend = e->backend, .iov = e->iov };
+
+		on_backend(c, &b);
 	}
 }
 

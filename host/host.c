@@ -270,7 +270,7 @@ static void vm_event(struct host *h, const struct vm_ent *v, const char *event, 
 	}
 	fputc(']', f);
 	if (!v->refused && !reason) {
-		fprintf(f, ",\"backend_probes\":%s", v->backend ? "true" : "false");
+		fprintf(f, ",\"backend_probes\":%s", v->backend && !v->kernel ? "true" : "false");
 		fprintf(f, ",\"qemu_probes\":\"%s\"", v->kernel ? "kernel" :
 			v->qt && qemu_tracer__usdt(v->qt) ? "usdt" : "uprobes");
 	}
@@ -328,13 +328,13 @@ static int vm_add(struct host *h, int pid)
 	if (h->o->kernel_route) {
 		const char *why = qemu_tracer__kernel_route(v->qt);
 
-		v->kernel = !why && !v->backend && qemu_vm_kernel_route(&v->vm);
+		v->kernel = !why && qemu_vm_kernel_route(&v->vm);
 		if (why)
 			logf_("qemu pid %d: --qemu-route kernel is not open to %s: %s; its probes are used", pid,
 			      v->vm.exe, why);
 		else if (!v->kernel)
-			logf_("qemu pid %d: not on the kernel route (a drive is not a raw image under aio=io_uring, "
-			      "or is not given with -drive): its probes are used", pid);
+			logf_("qemu pid %d: not on the kernel route (a drive is not a raw image under aio=io_uring "
+			      "or native, or is not given with -drive): its probes are used", pid);
 	}
 	if (qemu_tracer__add_pid(v->qt, pid, v->backend, v->kernel, err, sizeof(err)))
 		goto refuse;
@@ -351,6 +351,7 @@ static int vm_add(struct host *h, int pid)
 	      v->version, v->vm.ndrives, v->vm.vsock_cid ? ", vsock" : "",
 	      v->kernel ? "reads and writes from the host kernel's io_uring submissions, no probe in QEMU" :
 	      qemu_tracer__usdt(v->qt) ? "reads and writes through its USDT probes" : "uprobes on its functions",
+	      v->kernel && v->backend ? "each submission is its own backend call" :
 	      v->backend ? "backend calls probed" : "raw images: host I/O tied by its buffers, backend calls not probed");
 	vm_event(h, v, "traced", NULL);
 	return 0;

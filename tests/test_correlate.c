@@ -395,7 +395,7 @@ static void test_taken_before_kick(void)
  * the backend call, however long the file system takes to mark the extent
  * written after the I/O.
  */
-static void test_native_unwritten(void)
+static void test_native_unwritten(bool kernel)
 {
 	struct {
 		struct fiemap fm;
@@ -446,20 +446,30 @@ static void test_native_unwritten(void)
 	q.reqs[0] = (struct iot_qemu_req){ .req = 0x5000 + 50, .gpa = 0x7400, .sector = 80, .qiov_size = 4096,
 					   .head = 50, .type = 0 };
 	e.fd = fd;
+	if (kernel) {
+		/* The kernel route: the io_submit is both; a raw image's file offset is the guest's. */
+		q.flags |= IOT_QF_KERNEL;
+		q.backend = IOT_QB_NATIVE;
+		q.fd = fd;
+		q.offset = 64 << 10;
+		q.reqs[0].sector = q.offset / 512;
+	}
 	corr_qemu_event(c, &q);
-	corr_qemu_event(c, &e);
+	if (!kernel)
+		corr_qemu_event(c, &e);
 	r.dev = (major(sb.st_dev) << 20) | minor(sb.st_dev);
 	r.sector = sector;
 	r.ts[IOT_TS_BIO_QUEUE] = t + 12 * US;
 	r.ts[IOT_TS_RQ_ISSUE] = t + 13 * US;
 	r.ts[IOT_TS_RQ_COMPLETE] = t + 80 * US;
 	corr_host_record(c, &r);		/* the extent is still unwritten */
-	guest_of(c, me, t, DEV_1, 0x7400, 80);
+	guest_of(c, me, t, DEV_1, 0x7400, q.reqs[0].sector);
 	corr_tick(c, t + 100000 * US);
 	corr_get_stats(c, &st);
-	host_io_of(fixture_text(&x), 80, got, sizeof(got));
-	CHECK(st.host_linked == 1 && strcmp(got, "none"), "Linux AIO into an unwritten extent: %s, %llu linked",
-	      got, (unsigned long long)st.host_linked);
+	host_io_of(fixture_text(&x), q.reqs[0].sector, got, sizeof(got));
+	CHECK(st.host_linked == 1 && strcmp(got, "none"), "Linux AIO into an unwritten extent%s: %s, %llu linked",
+	      kernel ? ", on the kernel route" : "", got, (unsigned long long)st.host_linked);
+	CHECK(!kernel || !strncmp(got, "buffers@", 8), "on the kernel route the io_submit is tied as %s", got);
 	fixture_close(&x);
 	close(fd);
 }
@@ -623,7 +633,8 @@ int main(void)
 	test_stale_thread();
 	test_hold_from_arrival();
 	test_taken_before_kick();
-	test_native_unwritten();
+	test_native_unwritten(false);
+	test_native_unwritten(true);
 	test_usdt_merge();
 	test_kernel_route();
 	printf("%d checks, %d failed\n", checks, failures);

@@ -100,6 +100,8 @@ static void test_kernel_route(void)
 	vm.drives[0] = drive("raw", true, "io_uring");
 	vm.drives[1] = drive("raw", true, "io_uring");
 	CHECK(qemu_vm_kernel_route(&vm), "raw images under io_uring are not on the kernel route");
+	vm.drives[1] = drive("raw", true, "native");
+	CHECK(qemu_vm_kernel_route(&vm), "a raw image under aio=native is not on the kernel route");
 	vm.drives[1] = drive("raw", true, "threads");
 	CHECK(!qemu_vm_kernel_route(&vm), "a drive under aio=threads is on the kernel route");
 	vm.drives[1] = drive("qcow2", true, "io_uring");
