@@ -237,9 +237,10 @@ def main():
     ap.add_argument("--modes", default="off,host,both,summary,floor",
                     help="a subset of off,host,both,summary,floor,khost,kernel (for a quick look; the docs' run "
                     "uses the first five; khost and kernel are host and summary on --qemu-route kernel, and need "
-                    "--disks image0)")
-    ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image); "
-                    "the guest has only the disks named (a VM with a null-co disk is not on the kernel route)")
+                    "--disks without null0)")
+    ap.add_argument("--disks", default="null0,image0", help="a subset of null0 (null-co), image0 (raw image, "
+                    "aio=io_uring), native0 (raw image, aio=native); the guest has only the disks named (a VM with a "
+                    "null-co disk is not on the kernel route)")
     ap.add_argument("--qemu", action="append", metavar="NAME=PATH",
                     help="a QEMU binary to run the guest under (repeatable: each its own guest, booted together, "
                     "runs interleaved in every round; default the installed one). qemu-test/build-qemu-usdt.sh "
@@ -249,14 +250,16 @@ def main():
                     "--iotracer in every round: host CPU per request of the two in the same run (the guest agent "
                     "is --iotracer's in both)")
     args = ap.parse_args()
-    labels = [d for d in ("null0", "image0") if d in args.disks.split(",")]
+    labels = [d for d in ("null0", "image0", "native0") if d in args.disks.split(",")]
+    if not labels or len(labels) != len(args.disks.split(",")):
+        ap.error("--disks: a comma-separated subset of null0,image0,native0")
     modes = tuple(m for m in ("off", "host", "both", "summary", "floor", "khost", "kernel")
                   if m in args.modes.split(","))
     if not modes or len(modes) != len(args.modes.split(",")):
         ap.error("--modes: a comma-separated subset of off,host,both,summary,floor,khost,kernel")
     if ("kernel" in modes or "khost" in modes) and "null0" in labels:
-        ap.error("--modes kernel, khost: the kernel route takes a VM whose drives are raw images under io_uring only: "
-                 "--disks image0")
+        ap.error("--modes kernel, khost: the kernel route takes a VM whose drives are raw images under io_uring or "
+                 "native only: --disks without null0")
     tracers = [("", args.iotracer)] + ([(" (compared)", args.compare)] if args.compare else [])
     # --qemu NAME=PATH (repeatable): each its own guest, all booted at once, runs interleaved in every round.
     qemus = []
@@ -276,8 +279,11 @@ def main():
     for gi, (qname, qpath) in enumerate(qemus):
         g = {"name": qname, "data": os.path.join(tmp, "data%d.sock" % gi), "ctlp": os.path.join(tmp, "ctl%d.sock" % gi)}
         img = os.path.join(tmp, "disk%d.raw" % gi)
-        subprocess.run(["dd", "if=/dev/zero", "of=" + img, "bs=1M", "count=256", "conv=fsync", "status=none"],
-                       check=True)
+        nimg = os.path.join(tmp, "native%d.raw" % gi)
+        for path, label in ((img, "image0"), (nimg, "native0")):
+            if label in labels:
+                subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=256", "conv=fsync",
+                                "status=none"], check=True)
         # loglevel and all-CPU backtraces: a guest that locks up (seen twice in this benchmark, never in a test)
         # leaves its stacks in the console log (build/qemu-test/logs/last-console.log).
         cmd = [os.path.join(HERE, "..", "qemu-test", "run-guest.sh"), "--build-dir", args.build, "--timeout", "6000",
@@ -287,7 +293,10 @@ def main():
         if "null0" in labels:
             cmd += ["--qemu-arg=-blockdev", "--qemu-arg=driver=null-co,node-name=null0,size=1073741824,read-zeroes=on",
                     "--qemu-arg=-device", "--qemu-arg=virtio-blk-pci,drive=null0,serial=null0"]
-        cmd += ["--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0"]
+        if "image0" in labels:
+            cmd += ["--disk", img + ",format=raw,if=virtio,aio=io_uring,cache=none,serial=image0"]
+        if "native0" in labels:
+            cmd += ["--disk", nimg + ",format=raw,if=virtio,aio=native,cache=none,serial=native0"]
         cmd += ["--qemu", qpath] if qpath else []
         # The guest's console goes to a file: when the guest stops answering, its last words are the clue.
         g["console_path"] = os.path.join("/var/tmp", "iotracer-bench-host-console%s.log" % (gi or ""))
@@ -351,7 +360,8 @@ def main():
              "with host I/O | host agent RSS | of the BPF time, the accounting's (us) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (qname, _), (label, name) in [(q, d) for q in qemus
-                                      for d in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none"))]:
+                                      for d in (("null0", "null-co"), ("image0", "raw image, aio=io_uring, cache=none"),
+                                                ("native0", "raw image, aio=native, cache=none"))]:
         if label not in labels:
             continue
         if len(qemus) > 1:
