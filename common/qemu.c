@@ -782,11 +782,10 @@ int qemu_tracer__add_pid(struct qemu_tracer *q, uint32_t pid, bool backend, bool
 	uint8_t how = backend ? IOT_QPID_TRACED : IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
 	int r;
 
-	/* On the kernel route a submit is its own host I/O's backend call: lean only if that I/O names it. */
-	if (kernel && !backend)
-		how = IOT_QPID_TRACED | IOT_QPID_NO_BACKEND;
-	else if (kernel)
-		how = IOT_QPID_TRACED;
+	/*
+	 * On the kernel route a submit is its own host I/O's backend call: lean
+	 * (NO_BACKEND, above) only if that I/O names it; KERNEL added below.
+	 */
 	if (kernel && !q->kernel_link) {
 		snprintf(err, errlen, "the kernel route is not open to pid %u", pid);
 		return -EINVAL;
